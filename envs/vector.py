@@ -1,0 +1,79 @@
+"""The shared base of every batched torch environment.
+
+A ``TorchVectorEnv`` keeps its whole batch of problem instances in tensors on
+one device and advances all of them in one ``step``. Observations, rewards and
+flags come back as tensors on that device (no numpy round trip on the hot
+path); RL libraries that want numpy see the env through one adapter
+(``agents.vec_adapter``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' means cuda when there is one, else cpu."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device={device!r}; allowed: auto, cpu, cuda, cuda:N")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device; use cpu or auto")
+    return torch.device(device)
+
+
+class TorchVectorEnv(VectorEnv):
+    """Batched env on a torch device; subclasses implement the dynamics."""
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
+
+    def __init__(
+        self,
+        num_envs: int,
+        single_observation_space: spaces.Box,
+        single_action_space: spaces.Box,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs={num_envs}; must be >= 1")
+        self.num_envs = num_envs
+        self.device = resolve_device(device)
+        self.single_observation_space = single_observation_space
+        self.single_action_space = single_action_space
+        self.observation_space = batch_space(single_observation_space, num_envs)
+        self.action_space = batch_space(single_action_space, num_envs)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+
+    def seed_generator(self, seed: int | None) -> None:
+        """A seed fixes every draw the env makes from then on."""
+        if seed is not None:
+            self._np_random, self._np_random_seed = np.random.default_rng(seed), seed
+            self.generator.manual_seed(int(seed))
+
+    def as_tensor(self, actions: Any) -> torch.Tensor:
+        """Accept numpy or torch actions of the batched action shape."""
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        expected = (self.num_envs, *self.single_action_space.shape)
+        if tuple(a.shape) != expected:
+            raise ValueError(f"actions must have shape {expected}, got {tuple(a.shape)}")
+        return a
+
+    @staticmethod
+    def reset_mask(options: dict[str, Any] | None, num_envs: int, device: torch.device) -> torch.Tensor:
+        """The sub-envs a reset applies to (gymnasium's ``options['reset_mask']``), all by default."""
+        if options is None or options.get("reset_mask") is None:
+            return torch.ones(num_envs, dtype=torch.bool, device=device)
+        mask = torch.as_tensor(np.asarray(options["reset_mask"]), dtype=torch.bool, device=device)
+        if mask.shape != (num_envs,):
+            raise ValueError(f"options['reset_mask'] must have shape ({num_envs},), got {tuple(mask.shape)}")
+        return mask

@@ -1,0 +1,24 @@
+"""Problem families: the (f, Y, X, p(x)) part of each amortized method."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Box, ContextualProblem
+from .sphere import SphereProblem, SphereSettings
+
+#: family name -> (problem class, its settings dataclass)
+PROBLEM_FAMILIES: dict[str, tuple[type[ContextualProblem], type]] = {
+    "sphere": (SphereProblem, SphereSettings),
+}
+
+
+def make_problem(family: str, **settings: Any) -> ContextualProblem:
+    """Build a problem family by name, e.g. ``make_problem("sphere", gamma=0.1)``."""
+    if family not in PROBLEM_FAMILIES:
+        raise ValueError(f"unknown problem family {family!r}; allowed: {', '.join(sorted(PROBLEM_FAMILIES))}")
+    cls, settings_cls = PROBLEM_FAMILIES[family]
+    return cls(settings_cls(**settings))
+
+
+__all__ = ["Box", "ContextualProblem", "PROBLEM_FAMILIES", "SphereProblem", "SphereSettings", "make_problem"]

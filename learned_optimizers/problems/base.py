@@ -1,0 +1,68 @@
+"""The contract of a contextual problem family: f(y; x), p(x) and a solver.
+
+This is the (f, Y, X, p(x)) part of an amortized optimization method. The
+environment in ``envs.amortization`` wraps any family that follows it, and the
+agents amortize it three ways (objective, regression, RL) without knowing which
+family it is.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Box:
+    """Elementwise bounds of a flat vector (inf where unbounded)."""
+
+    low: torch.Tensor
+    high: torch.Tensor
+
+
+class ContextualProblem(ABC):
+    """A family of problems min_y f(y; x) with contexts x ~ p(x), batched over x."""
+
+    #: short name used in configs and registries
+    family: str
+    context_dim: int
+    solution_dim: int
+
+    @property
+    @abstractmethod
+    def context_bounds(self) -> Box:
+        """Bounds of a context vector (the observation space)."""
+
+    @property
+    @abstractmethod
+    def solution_bounds(self) -> Box:
+        """A box that contains every canonical solution (the action space)."""
+
+    @abstractmethod
+    def sample_contexts(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Draw ``n`` contexts, shape (n, context_dim), from p(x)."""
+
+    @abstractmethod
+    def objective(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """f(y; x) per row, shape (n,), differentiable in y."""
+
+    def canonicalize(self, y: torch.Tensor) -> torch.Tensor:
+        """Map a raw prediction into the domain Y (identity unless Y is a manifold)."""
+        return y
+
+    @abstractmethod
+    def initial_guesses(self, x: torch.Tensor, restarts: int, generator: torch.Generator) -> torch.Tensor:
+        """Starting points for a multi-start solver, shape (restarts, n, solution_dim)."""
+
+    def check_contexts(self, x: torch.Tensor) -> None:
+        """Reject malformed context batches with a clear message."""
+        if x.ndim != 2 or x.shape[1] != self.context_dim:
+            raise ValueError(f"{self.family}: contexts must have shape (n, {self.context_dim}), got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"{self.family}: contexts contain NaN or inf")
+
+    def check_solutions(self, y: torch.Tensor, n: int) -> None:
+        if y.ndim != 2 or y.shape != (n, self.solution_dim):
+            raise ValueError(f"{self.family}: solutions must have shape ({n}, {self.solution_dim}), got {tuple(y.shape)}")
