@@ -78,7 +78,8 @@ class AmortizationVectorEnv(TorchVectorEnv):
 
     Same-step autoreset: the observation returned by ``step`` is already the
     next batch of contexts; the contexts that were just solved are in
-    ``info['final_obs']``.
+    ``info['final_obs']``. ``reset(options={"contexts": x})`` poses given
+    contexts instead of drawing them (evaluation on a fixed set, resuming).
     """
 
     def __init__(self, num_envs: int = 1, family: str = "sphere", device: str | torch.device = "cpu", **settings: Any) -> None:
@@ -90,7 +91,13 @@ class AmortizationVectorEnv(TorchVectorEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self.seed_generator(seed)
         mask = self.reset_mask(options, self.num_envs, self.device)
-        fresh = self.problem.sample_contexts(self.num_envs, self.generator, self.device)
+        if options is not None and options.get("contexts") is not None:
+            fresh = torch.as_tensor(options["contexts"], dtype=torch.float32, device=self.device)
+            if fresh.shape != self.contexts.shape:
+                raise ValueError(f"options['contexts'] must have shape {tuple(self.contexts.shape)}, got {tuple(fresh.shape)}")
+            self.problem.check_contexts(fresh)
+        else:
+            fresh = self.problem.sample_contexts(self.num_envs, self.generator, self.device)
         self.contexts = torch.where(mask.unsqueeze(1), fresh, self.contexts)
         return self.contexts.clone(), {}
 

@@ -52,9 +52,19 @@ class ContextualProblem(ABC):
         """Map a raw prediction into the domain Y (identity unless Y is a manifold)."""
         return y
 
+    def random_solutions(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+        """Uninformed points of Y, shape (*shape, solution_dim): uniform in the solution box."""
+        b = self.solution_bounds
+        u = torch.rand(*shape, self.solution_dim, generator=generator, device=device)
+        return b.low.to(device) + u * (b.high - b.low).to(device)
+
     @abstractmethod
     def initial_guesses(self, x: torch.Tensor, restarts: int, generator: torch.Generator) -> torch.Tensor:
-        """Starting points for a multi-start solver, shape (restarts, n, solution_dim)."""
+        """Starting points for a multi-start solver, shape (restarts, n, solution_dim).
+
+        These may use what the context says (e.g. component centres); a solve
+        "from scratch" uses ``random_solutions`` instead.
+        """
 
     def check_contexts(self, x: torch.Tensor) -> None:
         """Reject malformed context batches with a clear message."""

@@ -93,6 +93,9 @@ class SphereProblem(ContextualProblem):
     def canonicalize(self, y: torch.Tensor) -> torch.Tensor:
         return project_to_sphere(y)
 
+    def random_solutions(self, shape: tuple[int, ...], generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+        return random_unit_vectors(shape, generator, device)
+
     def initial_guesses(self, x: torch.Tensor, restarts: int, generator: torch.Generator) -> torch.Tensor:
         # The component centres are the natural basins; random points cover the rest.
         z, _ = self.split_context(x)
@@ -101,4 +104,4 @@ class SphereProblem(ContextualProblem):
         extra = restarts - centres.shape[0]
         if extra <= 0:
             return centres
-        return torch.cat([centres, random_unit_vectors((extra, n), generator, x.device)], dim=0)
+        return torch.cat([centres, self.random_solutions((extra, n), generator, x.device)], dim=0)

@@ -1,0 +1,1 @@
+"""Agents (the loss L), the CLI, configs, runs, evaluation and benchmarks."""

@@ -1,0 +1,62 @@
+"""What every agent offers the CLI: train (or resume) into a run dir, and predict."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import gymnasium as gym
+import torch
+
+from envs import resolve_device
+from learned_optimizers.problems import ContextualProblem, make_problem
+
+from .config import RunConfig
+from .runs import RunDir
+
+#: contexts (n, context_dim) on the agent's device -> canonical solutions (n, solution_dim)
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Agent(ABC):
+    """An amortization loss L bound to one run directory."""
+
+    def __init__(self, config: RunConfig, run: RunDir) -> None:
+        self.config = config
+        self.run = run
+        self.device = resolve_device(config.device)
+        self.problem: ContextualProblem = make_problem(config.problem_family, **config.problem_kwargs())
+
+    def make_vector_env(self, num_envs: int) -> gym.vector.VectorEnv:
+        """The batched torch form of the configured env."""
+        return gym.make_vec(
+            self.config.env,
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            device=self.device,
+            family=self.config.problem_family,
+            **self.config.problem_kwargs(),
+        )
+
+    @abstractmethod
+    def train(self, resume: bool = False) -> None:
+        """Train to ``config.train.total_steps``, continuing from the checkpoint if ``resume``."""
+
+    @abstractmethod
+    def load_predictor(self) -> Predictor:
+        """The trained model from the run dir, as a batched function of contexts."""
+
+
+def make_agent(config: RunConfig, run: RunDir) -> Agent:
+    from .amortizers import ObjectiveAmortizer, RegressionAmortizer
+    from .sb3 import SB3Agent
+
+    kinds: dict[str, type[Agent]] = {
+        "objective": ObjectiveAmortizer,
+        "regression": RegressionAmortizer,
+        "sac": SB3Agent,
+        "td3": SB3Agent,
+        "ddpg": SB3Agent,
+        "ppo": SB3Agent,
+    }
+    return kinds[config.agent.kind](config, run)

@@ -1,0 +1,166 @@
+"""The ``amortize`` command line: train, eval, bench, gap, list."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+CONFIG_DIR = Path("configs")
+
+
+def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return None, items
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import workflows
+    from .config import load_config
+
+    config_path, overrides = _split_config_and_overrides(args.items)
+    if args.resume:
+        if config_path is not None:
+            raise SystemExit("amortize train: give either CONFIG.yaml or --resume RUN_DIR, not both")
+        if args.seed is not None:
+            raise SystemExit("amortize train: --seed cannot change on --resume")
+        workflows.resume(args.resume, overrides, device=args.device)
+        return 0
+    if config_path is None:
+        raise SystemExit("amortize train: CONFIG.yaml is required (or --resume RUN_DIR)")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    config = load_config(config_path, overrides)
+    name = args.name or config.name or Path(config_path).stem
+    run = workflows.train(config, name=name, root=args.root)
+    print(f"trained: {run.path}\n  evaluate: amortize eval {run.path}\n  watch:    tensorboard --logdir {run.path}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from . import workflows
+
+    result = workflows.evaluate(args.run, episodes=args.episodes, device=args.device)
+    print(workflows.eval_table(result))
+    print(f"wrote {Path(args.run) / 'eval.json'}; plots: {', '.join(result['plots'])}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BENCHMARKS
+
+    if args.family not in BENCHMARKS:
+        raise SystemExit(f"amortize bench: unknown family {args.family!r}; allowed: {', '.join(sorted(BENCHMARKS))}")
+    methods = args.methods.split(",") if args.methods else None
+    summary = BENCHMARKS[args.family](
+        name=args.name or f"bench-{args.family}", methods=methods, device=args.device or "auto", seed=args.seed or 0,
+        budget_scale=args.budget_scale, root=args.root,
+    )
+    print()
+    print(summary["table"])
+    print(f"\nwrote {summary['paths']['json']}")
+    print(f"plots: {', '.join(summary['paths']['plots'])}")
+    print(f"TensorBoard: tensorboard --logdir {summary['paths']['tensorboard']}")
+    return 0
+
+
+def cmd_gap(args: argparse.Namespace) -> int:
+    from . import workflows
+
+    r = workflows.gap(args.run, device=args.device)
+    print(f"model: mean objective {r['model_value_mean']:.5g} in {r['model_seconds'] * 1e3:.3f} ms for {r['contexts']} contexts")
+    print(f"solver from scratch: final mean objective {r['solver_final_value_mean']:.5g}")
+    if r["solver_iterations_to_match"] is None:
+        print("solver never reached the model's mean objective within its budget")
+    else:
+        print(f"solver needs {r['solver_iterations_to_match']} iterations, {r['solver_seconds_to_match']:.4f}s, "
+              f"to match the model: {r['speedup_to_match']:.1f}x the model's time")
+    print(f"wrote {Path(args.run) / 'gap.json'} and {r['plot']}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from envs import ENV_IDS
+
+    from .bench import BENCHMARKS
+    from .config import AGENT_KINDS
+
+    print("environments:")
+    for env_id, text in ENV_IDS.items():
+        print(f"  {env_id:24s} {text}")
+    print("agent kinds:")
+    doc = {"objective": "L_obj: differentiate f", "regression": "L_reg: regress onto solver optima",
+           "sac": "L^RL: stable-baselines3 SAC", "td3": "L^RL: stable-baselines3 TD3",
+           "ddpg": "L^RL: stable-baselines3 DDPG", "ppo": "L^RL: stable-baselines3 PPO"}
+    for kind in AGENT_KINDS:
+        print(f"  {kind:24s} {doc.get(kind, '')}")
+    print("benchmark families:")
+    for fam in BENCHMARKS:
+        print(f"  {fam}")
+    print(f"configs ({args.configs}):")
+    for path in sorted(Path(args.configs).glob("*.yaml")):
+        first = path.read_text().splitlines()[:1]
+        text = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        print(f"  {str(path):40s} {text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amortize", description="Amortized optimization as environment/agent pairs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train an agent from a YAML config (or --resume a run)",
+                       description="amortize train CONFIG.yaml [key=value ...] [--name NAME] [--resume RUN_DIR]")
+    p.add_argument("items", nargs="*", metavar="CONFIG.yaml [key=value ...]",
+                   help="config file, then dotted overrides such as agent.learning_rate=1e-4")
+    p.add_argument("--name", help="run name (default: the config's name or file stem)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--root", default="runs", help="where run directories go (default: runs)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a trained run in Gymnasium and against the solver; writes eval.json")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=int, help="Gymnasium episodes (default: the config's eval.episodes)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="learned vs classical vs external solver on one problem family")
+    p.add_argument("family", metavar="FAMILY", help="problem family (see `amortize list`)")
+    p.add_argument("--methods", help="comma-separated methods (sphere: objective,regression,sac)")
+    p.add_argument("--name", help="output directory name under runs/")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every training budget (default 1)")
+    p.add_argument("--root", default="runs")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_gap)
+
+    p = sub.add_parser("list", help="env ids, agent kinds, benchmark families and shipped configs")
+    p.add_argument("--configs", default=str(CONFIG_DIR), help="config folder (default: configs)")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"amortize {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

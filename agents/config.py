@@ -1,0 +1,308 @@
+"""Typed run configs: YAML in, validated dataclasses out.
+
+Every error names the dotted key, the value it got and what is allowed, so a
+typo in a config fails at load time, not an hour into training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from envs import ENV_IDS
+from learned_optimizers.classical import MultistartAdamSettings
+from learned_optimizers.models import ACTIVATIONS
+from learned_optimizers.problems import PROBLEM_FAMILIES
+from learned_optimizers.settings import SettingsError, check_value, setting
+
+
+class ConfigError(ValueError):
+    """A config is malformed; the message names the key and what is allowed."""
+
+
+# ---------------------------------------------------------------- sections
+@dataclass
+class TrainSettings:
+    total_steps: int = setting(2000, ge=1, doc="gradient steps (objective, regression) or env steps (RL)")
+    checkpoint_every: int = setting(500, ge=1, doc="steps between checkpoints")
+    log_every: int = setting(50, ge=1, doc="steps between TensorBoard scalars")
+    eval_every: int = setting(500, ge=1, doc="steps between held-out evaluations logged to TensorBoard")
+
+
+@dataclass
+class EvalSettings:
+    contexts: int = setting(512, ge=1, doc="held-out contexts for model-vs-solver comparison")
+    seed: int = setting(1_000_003, ge=0, doc="seed of held-out contexts; must differ from the run seed")
+    episodes: int = setting(100, ge=1, doc="Gymnasium episodes run by `amortize eval`")
+    timing_repeats: int = setting(20, ge=1, doc="repetitions when timing a model's forward pass")
+
+
+@dataclass
+class ObjectiveAgentSettings:
+    """L_obj: train the model by differentiating f through the env."""
+
+    kind: str = setting("objective", choices=("objective",))
+    hidden_sizes: tuple[int, ...] = setting((128, 128), ge=1)
+    activation: str = setting("relu", choices=tuple(ACTIVATIONS))
+    learning_rate: float = setting(1e-3, gt=0.0)
+    batch_size: int = setting(256, ge=1, doc="contexts per gradient step (the env's num_envs)")
+
+
+@dataclass
+class RegressionAgentSettings:
+    """L_reg: regress the model onto solver optima y*(x)."""
+
+    kind: str = setting("regression", choices=("regression",))
+    hidden_sizes: tuple[int, ...] = setting((128, 128), ge=1)
+    activation: str = setting("relu", choices=tuple(ACTIVATIONS))
+    learning_rate: float = setting(1e-3, gt=0.0)
+    batch_size: int = setting(256, ge=1)
+    dataset_size: int = setting(4096, ge=1, doc="training contexts labelled once by the solver")
+
+
+OFF_POLICY_ALGORITHMS = ("sac", "td3", "ddpg")
+
+
+@dataclass
+class OffPolicyAgentSettings:
+    """L^RL with a stable-baselines3 off-policy algorithm."""
+
+    kind: str = setting("sac", choices=OFF_POLICY_ALGORITHMS)
+    learning_rate: float = setting(3e-4, gt=0.0)
+    batch_size: int = setting(256, ge=1)
+    buffer_size: int = setting(100_000, ge=1)
+    learning_starts: int = setting(1000, ge=0)
+    net_arch: tuple[int, ...] = setting((64, 64), ge=1)
+    n_envs: int = setting(1, ge=1, doc="batched env copies stepped together")
+    train_freq: int = setting(1, ge=1)
+    gradient_steps: int = setting(1, ge=1)
+    gamma: float = setting(0.99, ge=0.0, le=1.0)
+    tau: float = setting(0.005, gt=0.0, le=1.0)
+    action_noise: float = setting(0.1, ge=0.0, doc="Gaussian exploration noise std (td3, ddpg)")
+
+
+@dataclass
+class PPOAgentSettings:
+    """L^RL with stable-baselines3 PPO."""
+
+    kind: str = setting("ppo", choices=("ppo",))
+    learning_rate: float = setting(3e-4, gt=0.0)
+    n_steps: int = setting(256, ge=1, doc="steps per env per rollout")
+    batch_size: int = setting(64, ge=2)
+    n_epochs: int = setting(10, ge=1)
+    net_arch: tuple[int, ...] = setting((64, 64), ge=1)
+    n_envs: int = setting(8, ge=1)
+    gamma: float = setting(0.99, ge=0.0, le=1.0)
+    ent_coef: float = setting(0.0, ge=0.0)
+
+
+AGENT_KINDS: dict[str, type] = {
+    "objective": ObjectiveAgentSettings,
+    "regression": RegressionAgentSettings,
+    **{k: OffPolicyAgentSettings for k in OFF_POLICY_ALGORITHMS},
+    "ppo": PPOAgentSettings,
+}
+
+
+@dataclass
+class RunConfig:
+    name: str = setting("", doc="default run name (the CLI's --name wins)")
+    seed: int = setting(0, ge=0)
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"))
+    env: str = setting("amortize/Sphere-v0", choices=tuple(ENV_IDS))
+    problem: Any = None  # the family's settings dataclass, chosen by problem.family
+    agent: Any = None  # one of AGENT_KINDS, chosen by agent.kind
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    solver: MultistartAdamSettings = field(default_factory=MultistartAdamSettings)
+
+    @property
+    def problem_family(self) -> str:
+        return _FAMILY_OF[type(self.problem)]
+
+    def problem_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.problem)
+
+
+_FAMILY_OF = {settings_cls: family for family, (_, settings_cls) in PROBLEM_FAMILIES.items()}
+
+
+# ---------------------------------------------------------------- parsing
+def _type_name(tp: Any) -> str:
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    def bad() -> ConfigError:
+        return ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad()
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad() from None
+        raise bad()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad()
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        (elem,) = typing.get_args(tp)[:1]
+        return tuple(_coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return parse_dataclass(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"{key}: union types are not supported by the config loader")
+    raise TypeError(f"{key}: unsupported annotation {tp!r}")
+
+
+def parse_dataclass(cls: type, data: Any, key: str, what: str = "") -> Any:
+    """Build ``cls`` from a mapping, naming the offending key on any error."""
+    label = key or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{label}: expected a mapping of keys to values, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{key}." if key else ""
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown key{what}; allowed keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{key}.{name}" if key else name
+        coerced = _coerce(value, hints[name], sub)
+        try:
+            check_value(sub, coerced, fields[name])
+        except SettingsError as err:
+            raise ConfigError(str(err)) from None
+        kwargs[name] = coerced
+    try:
+        return cls(**kwargs)
+    except SettingsError as err:  # a settings class's own cross-field checks
+        raise ConfigError(f"{label}: {err}") from None
+
+
+def _parse_dispatched(data: Any, key: str, selector: str, table: Mapping[str, type], default: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{key}: expected a mapping, got {data!r}")
+    choice = data.get(selector, default)
+    if choice not in table:
+        raise ConfigError(f"{key}.{selector}={choice!r} is not allowed; allowed: {', '.join(sorted(table))}")
+    rest = dict(data)
+    if table is PROBLEM_FAMILIES:
+        rest.pop(selector, None)
+        return parse_dataclass(table[choice][1], rest, key, what=f" for {selector} {choice!r}")
+    return parse_dataclass(table[choice], rest, key, what=f" for {selector} {choice!r}")
+
+
+def config_from_dict(raw: Any) -> RunConfig:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = dict(raw)
+    problem = _parse_dispatched(raw.pop("problem", None), "problem", "family", PROBLEM_FAMILIES, "sphere")
+    agent = _parse_dispatched(raw.pop("agent", None), "agent", "kind", AGENT_KINDS, "objective")
+    config = parse_dataclass(RunConfig, raw, "")
+    config.problem, config.agent = problem, agent
+    if config.eval.seed == config.seed:
+        raise ConfigError(
+            f"eval.seed={config.eval.seed} equals seed: held-out contexts must never share the training seed"
+        )
+    return config
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """Plain data for YAML, with the dispatch keys written out."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    out = plain(dataclasses.asdict(config))
+    out["problem"] = {"family": config.problem_family, **out["problem"]}
+    return out
+
+
+# ---------------------------------------------------------------- files and overrides
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys from ``key=value`` strings; values are read as YAML scalars."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. agent.learning_rate=1e-4")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key segment in {dotted!r}")
+        node = raw
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    return config_from_dict(apply_overrides(read_yaml(path), overrides or []))
+
+
+def dump_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,93 @@
+"""PNG figures of runs and benchmarks (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+MAX_POINTS = 40
+
+
+def _lon_lat(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = p / np.linalg.norm(p, axis=-1, keepdims=True)
+    return np.arctan2(p[:, 1], p[:, 0]), np.arcsin(np.clip(p[:, 2], -1, 1))
+
+
+def plot_sphere_predictions(path: Path, predictions: dict[str, torch.Tensor], solver: torch.Tensor, title: str) -> Path:
+    """Mollweide map: solver optima (stars) and each model's prediction, joined per context."""
+    fig = plt.figure(figsize=(8, 4.5))
+    ax = fig.add_subplot(111, projection="mollweide")
+    s_lon, s_lat = _lon_lat(solver[:MAX_POINTS].cpu().numpy())
+    ax.scatter(s_lon, s_lat, marker="*", s=90, color="#aa0000", label="solver optimum", zorder=3)
+    for (label, pred), color in zip(predictions.items(), ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]):
+        lon, lat = _lon_lat(pred[:MAX_POINTS].cpu().numpy())
+        ax.scatter(lon, lat, s=18, color=color, label=label, zorder=2)
+        for a, b, c, d in zip(lon, lat, s_lon, s_lat):
+            if abs(a - c) < np.pi:  # skip segments that wrap around the map
+                ax.plot([a, c], [b, d], color=color, lw=0.6, alpha=0.5)
+    ax.grid(True, alpha=0.3)
+    ax.set_xticklabels([])
+    fig.suptitle(title, fontsize=11)
+    fig.legend(loc="lower center", ncol=4, fontsize=9, frameon=False)
+    fig.subplots_adjust(left=0.03, right=0.97, top=0.9, bottom=0.12)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_gap_histogram(path: Path, gaps: dict[str, np.ndarray], title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, g in gaps.items():
+        ax.hist(np.clip(g, 1e-6, None), bins=np.logspace(-6, 1, 40), alpha=0.5, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("f(model) - f(solver)  (clipped at 1e-6)")
+    ax.set_ylabel("contexts")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_gap_curve(path: Path, gap: dict[str, Any], title: str) -> Path:
+    """Solver value vs iterations and vs seconds, the model as a dashed line."""
+    curve = gap["curve"]
+    it = [p["iteration"] for p in curve]
+    sec = [p["seconds"] for p in curve]
+    mean = np.array([p["value_mean"] for p in curve])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, xs, xlabel in ((axes[0], it, "solver iterations"), (axes[1], sec, "seconds")):
+        ax.plot(xs, mean, label="solver (multi-start Adam)")
+        ax.axhline(gap["model_value_mean"], ls="--", color="k", label="amortized model")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("mean objective")
+    axes[1].axvline(gap["model_seconds"], ls=":", color="gray")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    body = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line, sep, *("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body)])

@@ -1,0 +1,160 @@
+"""L^RL: stable-baselines3 algorithms trained on our batched envs.
+
+The factory turns a validated config into an SB3 algorithm; the callbacks add
+what a run needs on top of SB3: our progress display, held-out evaluation in
+TensorBoard, and a rolling checkpoint (model, replay buffer, step count) that
+``--resume`` continues from with the step counter intact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DDPG, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecMonitor
+
+from .base import Agent, Predictor
+from .heldout import HeldOut, cached_heldout
+from .progress import Progress
+from .seeding import seed_everything
+from .vec_adapter import SB3VecEnvAdapter
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "ppo": PPO}
+MODEL_FILE = "model.zip"
+CKPT_MODEL = "sb3_model.zip"
+CKPT_BUFFER = "sb3_replay_buffer.pkl"
+CKPT_STATE = "sb3_state.json"
+
+
+def algorithm_kwargs(agent: Any, n_envs: int, action_dim: int, seed: int) -> dict[str, Any]:
+    """Constructor arguments of the SB3 algorithm for a validated agent section."""
+    kwargs: dict[str, Any] = {
+        "learning_rate": agent.learning_rate,
+        "gamma": agent.gamma,
+        "policy_kwargs": {"net_arch": list(agent.net_arch)},
+        "seed": seed,
+        "verbose": 0,
+    }
+    if agent.kind == "ppo":
+        kwargs.update(n_steps=agent.n_steps, batch_size=agent.batch_size, n_epochs=agent.n_epochs, ent_coef=agent.ent_coef)
+        return kwargs
+    kwargs.update(
+        batch_size=agent.batch_size,
+        buffer_size=agent.buffer_size,
+        learning_starts=agent.learning_starts,
+        train_freq=agent.train_freq,
+        gradient_steps=agent.gradient_steps,
+        tau=agent.tau,
+    )
+    if agent.kind in ("td3", "ddpg") and agent.action_noise > 0:
+        noise = NormalActionNoise(np.zeros(action_dim), agent.action_noise * np.ones(action_dim))
+        kwargs["action_noise"] = VectorizedActionNoise(noise, n_envs) if n_envs > 1 else noise
+    return kwargs
+
+
+class _RunCallback(BaseCallback):
+    """Progress, held-out evaluation and rolling checkpoints during ``learn``."""
+
+    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: HeldOut) -> None:
+        super().__init__()
+        self.agent, self.progress, self.heldout = agent, progress, heldout
+        cfg = agent.config.train
+        self.next_ckpt = self._next(cfg.checkpoint_every)
+        self.next_eval = self._next(cfg.eval_every)
+
+    def _next(self, every: int) -> int:
+        return (self.agent.start_step // every + 1) * every
+
+    def _on_step(self) -> bool:
+        n = self.model.num_timesteps
+        self.progress.update(self.training_env.num_envs)
+        if n >= self.next_eval:
+            self.next_eval += self.agent.config.train.eval_every
+            gap = self.agent.heldout_gap(self.model, self.heldout)
+            self.logger.record("eval/objective_gap", gap)
+            self.progress.update(0, heldout_gap=gap)
+        if n >= self.next_ckpt:
+            self.next_ckpt += self.agent.config.train.checkpoint_every
+            self.agent.checkpoint(self.model)
+        return True
+
+
+class SB3Agent(Agent):
+    def make_env(self) -> VecMonitor:
+        return VecMonitor(SB3VecEnvAdapter(self.make_vector_env(self.config.agent.n_envs)))
+
+    @property
+    def start_step(self) -> int:
+        return getattr(self, "_start_step", 0)
+
+    def train(self, resume: bool = False) -> None:
+        cfg, run = self.config, self.run
+        seed_everything(cfg.seed)
+        algo_cls = ALGORITHMS[cfg.agent.kind]
+        env = self.make_env()
+        ckpt = run.checkpoints / CKPT_MODEL
+        if resume and ckpt.is_file():
+            model = algo_cls.load(ckpt, env=env, device=self.device)
+            if isinstance(model, OffPolicyAlgorithm) and (run.checkpoints / CKPT_BUFFER).is_file():
+                model.load_replay_buffer(run.checkpoints / CKPT_BUFFER)
+        else:
+            kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, self.problem.solution_dim, cfg.seed)
+            model = algo_cls("MlpPolicy", env, device=self.device, **kwargs)
+        self._start_step = model.num_timesteps
+        model.set_logger(configure(str(run.tensorboard), ["tensorboard"]))
+        heldout = cached_heldout(self.problem, cfg, run, self.device, min(256, cfg.eval.contexts))
+        total = cfg.train.total_steps
+        progress = Progress(total, initial=self._start_step, desc=f"{run.name} {cfg.agent.kind}")
+        try:
+            if total > self._start_step:
+                model.learn(
+                    total_timesteps=total - self._start_step,
+                    callback=CallbackList([_RunCallback(self, progress, heldout)]),
+                    reset_num_timesteps=not resume,
+                    log_interval=max(1, cfg.train.log_every // max(cfg.agent.n_envs, 1)) if cfg.agent.kind != "ppo" else 1,
+                )
+        finally:
+            progress.close()
+        self.checkpoint(model)
+        model.save(run.path / MODEL_FILE)
+        env.close()
+
+    def checkpoint(self, model: BaseAlgorithm) -> None:
+        ckpts = self.run.checkpoints
+        model.save(ckpts / CKPT_MODEL)
+        if isinstance(model, OffPolicyAlgorithm):
+            model.save_replay_buffer(ckpts / CKPT_BUFFER)
+        (ckpts / CKPT_STATE).write_text(json.dumps({"step": int(model.num_timesteps)}))
+
+    def heldout_gap(self, model: BaseAlgorithm, heldout: HeldOut) -> float:
+        y = _predict(model, heldout.contexts, self.problem)
+        with torch.no_grad():
+            return (self.problem.objective(y, heldout.contexts) - heldout.value).mean().item()
+
+    def load_predictor(self) -> Predictor:
+        path: Path = self.run.path / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
+        model = ALGORITHMS[self.config.agent.kind].load(path, device=self.device)
+        return lambda contexts: _predict(model, contexts, self.problem)
+
+
+def _predict(model: BaseAlgorithm, contexts: torch.Tensor, problem) -> torch.Tensor:
+    """Deterministic batched actions of an SB3 policy, as canonical solutions."""
+    policy = model.policy
+    with torch.no_grad():
+        obs = contexts.to(policy.device, torch.float32)
+        actions = policy._predict(obs, deterministic=True)
+        if hasattr(policy, "unscale_action") and getattr(policy, "squash_output", False):
+            actions = policy.unscale_action(actions.cpu().numpy())
+            actions = torch.as_tensor(actions, device=contexts.device)
+        return problem.canonicalize(actions.to(contexts.device).float())

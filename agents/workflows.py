@@ -1,0 +1,108 @@
+"""The jobs behind the CLI verbs, callable from Python and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+
+from envs import resolve_device
+
+from .base import make_agent
+from .config import ConfigError, RunConfig
+from .evaluation import amortization_gap_curve, compare_with_solver, gym_episodes, public
+from .heldout import heldout_contexts
+from .plots import format_table, plot_gap_curve, plot_gap_histogram, plot_sphere_predictions
+from .runs import DEFAULT_ROOT, RunDir
+
+
+def start_run(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT) -> RunDir:
+    run = RunDir.create(name or config.name or "run", root)
+    run.save_config(config)
+    return run
+
+
+def train(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT) -> RunDir:
+    """Create a run directory and train the configured agent into it."""
+    run = start_run(config, name, root)
+    print(f"run directory: {run.path}  (tensorboard --logdir {run.path})")
+    make_agent(config, run).train(resume=False)
+    return run
+
+
+def resume(run_path: str | Path, overrides: list[str] | None = None, device: str | None = None) -> RunDir:
+    """Continue a run from its latest checkpoint; overrides may extend e.g. train.total_steps."""
+    run = RunDir.open(run_path)
+    old = run.load_config()
+    config = run.load_config(overrides)
+    if device is not None:
+        config.device = device
+    for key in ("seed", "env", "problem", "agent"):
+        if getattr(old, key) != getattr(config, key):
+            raise ConfigError(f"{key}: cannot change on --resume (was {getattr(old, key)!r}); start a new run instead")
+    run.save_config(config)
+    print(f"resuming {run.path}")
+    make_agent(config, run).train(resume=True)
+    return run
+
+
+def evaluate(run_path: str | Path, episodes: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """Gymnasium episodes plus model-vs-solver on held-out contexts; writes eval.json and plots."""
+    run = RunDir.open(run_path)
+    config = run.load_config()
+    if device is not None:
+        config.device = device
+    agent = make_agent(config, run)
+    predictor = agent.load_predictor()
+    dev = resolve_device(config.device)
+    episodes_result = gym_episodes(config, predictor, episodes or config.eval.episodes, dev)
+    contexts = heldout_contexts(agent.problem, config, dev)
+    comparison = compare_with_solver(agent.problem, predictor, contexts, config)
+    result = {"run": run.name, "agent": config.agent.kind, "gymnasium": episodes_result, "vs_solver": public(comparison)}
+    run.write_json("eval.json", result)
+    plots = _plots(run, config, {config.agent.kind: comparison})
+    result["plots"] = [str(p) for p in plots]
+    return result
+
+
+def _plots(run: RunDir, config: RunConfig, comparisons: dict[str, dict[str, Any]]) -> list[Path]:
+    hist = {k: c["_gap"] for k, c in comparisons.items()}
+    out = [plot_gap_histogram(run.plots / "objective_gap.png", hist, f"{config.env}: amortization gap on held-out contexts")]
+    if config.problem_family == "sphere":
+        preds = {k: c["_y_model"] for k, c in comparisons.items()}
+        solver = next(iter(comparisons.values()))["_y_solver"]
+        out.append(plot_sphere_predictions(run.plots / "sphere.png", preds, solver, "predictions vs solver optima (held-out)"))
+    return out
+
+
+def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
+    """The amortization gap curve; writes gap.json, a PNG and TensorBoard scalars."""
+    run = RunDir.open(run_path)
+    config = run.load_config()
+    if device is not None:
+        config.device = device
+    agent = make_agent(config, run)
+    result = amortization_gap_curve(agent.problem, agent.load_predictor(), config, resolve_device(config.device))
+    run.write_json("gap.json", result)
+    plot = plot_gap_curve(run.plots / "gap.png", result, f"{run.name}: solving from scratch vs the amortized model")
+    with SummaryWriter(str(run.tensorboard / "gap")) as writer:
+        for point in result["curve"]:
+            writer.add_scalar("gap/solver_value_mean", point["value_mean"], point["iteration"])
+            writer.add_scalar("gap/model_value_mean", result["model_value_mean"], point["iteration"])
+    result["plot"] = str(plot)
+    return result
+
+
+def eval_table(result: dict[str, Any]) -> str:
+    c, g = result["vs_solver"], result["gymnasium"]
+    rows = [
+        [result["agent"], g["return_mean"], c["model_objective_mean"], c["solver_objective_mean"], c["gap_mean"],
+         c["gap_median"], c["within_1e-2"], c["model_seconds"], c["solver_seconds"], c["speedup"]],
+    ]
+    return format_table(
+        ["agent", "return", "f(model)", "f(solver)", "gap mean", "gap median", "frac<=1e-2", "model s", "solver s", "speedup"],
+        rows,
+    )
+
+
