@@ -23,13 +23,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_path, overrides = _split_config_and_overrides(args.items)
     if args.resume:
         if config_path is not None:
-            raise SystemExit("amortize train: give either CONFIG.yaml or --resume RUN_DIR, not both")
+            raise ValueError("give either CONFIG.yaml or --resume RUN_DIR, not both")
         if args.seed is not None:
-            raise SystemExit("amortize train: --seed cannot change on --resume")
+            raise ValueError("--seed cannot change on --resume")
         workflows.resume(args.resume, overrides, device=args.device)
         return 0
     if config_path is None:
-        raise SystemExit("amortize train: CONFIG.yaml is required (or --resume RUN_DIR)")
+        raise ValueError("CONFIG.yaml is required (or --resume RUN_DIR)")
     if args.device is not None:
         overrides.append(f"device={args.device}")
     if args.seed is not None:
@@ -54,7 +54,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import BENCHMARKS
 
     if args.family not in BENCHMARKS:
-        raise SystemExit(f"amortize bench: unknown family {args.family!r}; allowed: {', '.join(sorted(BENCHMARKS))}")
+        raise ValueError(f"unknown family {args.family!r}; allowed: {', '.join(sorted(BENCHMARKS))}")
     methods = args.methods.split(",") if args.methods else None
     summary = BENCHMARKS[args.family](
         name=args.name or f"bench-{args.family}", methods=methods, device=args.device or "auto", seed=args.seed or 0,
@@ -154,7 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # overrides may follow options: `amortize train c.yaml --name x agent.learning_rate=1e-4`
+    stray = [e for e in extra if e.startswith("-") or args.command != "train"]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if args.command == "train":
+        args.items = [*args.items, *extra]
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -144,7 +144,8 @@ def _type_name(tp: Any) -> str:
     if tp is str:
         return "a string"
     if typing.get_origin(tp) is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+        elem = typing.get_args(tp)[0]
+        return {int: "a list of integers", float: "a list of numbers", str: "a list of strings"}.get(elem, "a list")
     return getattr(tp, "__name__", str(tp))
 
 

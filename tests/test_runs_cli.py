@@ -1,0 +1,125 @@
+"""Run directories, resume and the CLI, end to end on tiny budgets."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.cli import main
+from agents.progress import Progress
+from agents.runs import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+OBJECTIVE = str(ROOT / "configs" / "sphere_objective.yaml")
+TINY = ["device=cpu", "agent.hidden_sizes=[32,32]", "agent.batch_size=64", "train.log_every=5", "train.eval_every=20",
+        "train.checkpoint_every=20", "eval.contexts=64", "solver.steps=60", "eval.episodes=5", "eval.timing_repeats=3"]
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[list[int]]:
+    """Steps of ``tag`` per event file, in file order."""
+    out = []
+    for f in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            out.append([e.step for e in acc.Scalars(tag)])
+    return out
+
+
+def train_cli(tmp_path, name, steps, *extra):
+    code = main(["train", OBJECTIVE, *TINY, f"train.total_steps={steps}", "--name", name, "--root", str(tmp_path), *extra])
+    assert code == 0
+    return tmp_path / name
+
+
+def test_run_directory_contents(tmp_path, capsys):
+    run = train_cli(tmp_path, "r1", 40, "--seed", "7")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["seed"] == 7  # the resolved config records the seed and every default
+    assert config["agent"]["kind"] == "objective" and config["agent"]["activation"] == "relu"
+    assert config["problem"] == {"family": "sphere", "n_components": 4, "gamma": 0.5, "beta": 0.2}
+    assert (run / "model.pt").is_file()
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"] == 40
+    assert scalar_steps(run, "train/loss") == [list(range(5, 41, 5))]
+    assert scalar_steps(run, "eval/objective_gap") == [[20, 40]]
+    # periodic progress lines when not a terminal
+    assert "40/40 steps" in capsys.readouterr().err
+
+
+def test_taken_names_get_a_suffix(tmp_path):
+    assert RunDir.create("a", tmp_path).name == "a"
+    assert RunDir.create("a", tmp_path).name == "a-2"
+    with pytest.raises(ValueError, match="run name"):
+        RunDir.create("a b", tmp_path)
+
+
+def test_resume_continues_the_step_counter_and_matches_an_uninterrupted_run(tmp_path):
+    straight = train_cli(tmp_path, "straight", 80)
+    part = train_cli(tmp_path, "part", 40)
+    assert main(["train", "--resume", str(part), "train.total_steps=80"]) == 0
+    assert torch.load(part / "checkpoints" / "latest.pt", weights_only=False)["step"] == 80
+    assert yaml.safe_load((part / "config.yaml").read_text())["train"]["total_steps"] == 80
+    # TensorBoard: a second event file whose steps continue where the first stopped
+    assert scalar_steps(part, "train/loss") == [list(range(5, 41, 5)), list(range(45, 81, 5))]
+    # the resumed run reaches the same weights as the uninterrupted one
+    a = torch.load(straight / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(part / "model.pt", weights_only=False)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_resume_refuses_to_change_the_problem(tmp_path, capsys):
+    run = train_cli(tmp_path, "r", 20)
+    assert main(["train", "--resume", str(run), "problem.gamma=0.1"]) == 2
+    assert "problem: cannot change on --resume" in capsys.readouterr().err
+
+
+def test_eval_and_gap_write_their_files(tmp_path, capsys):
+    run = train_cli(tmp_path, "r", 40)
+    assert main(["eval", str(run), "--episodes", "4"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["gymnasium"]["episodes"] == 4
+    vs = result["vs_solver"]
+    assert vs["contexts"] == 64 and vs["gap_mean"] >= -1e-4  # the solver is never beaten by much
+    assert vs["model_objective_mean"] == pytest.approx(vs["solver_objective_mean"] + vs["gap_mean"], abs=1e-5)
+    assert (run / "plots" / "sphere.png").stat().st_size > 10_000
+    assert main(["gap", str(run)]) == 0
+    gap = json.loads((run / "gap.json").read_text())
+    assert gap["curve"][0]["iteration"] == 0 and gap["curve"][-1]["iteration"] == 60
+    assert (run / "plots" / "gap.png").is_file()
+    out = capsys.readouterr().out
+    assert "f(model)" in out and "gap.json" in out
+
+
+def test_cli_reports_config_errors_and_exits_2(tmp_path, capsys):
+    code = main(["train", OBJECTIVE, "agent.lr=1", "--root", str(tmp_path)])
+    assert code == 2
+    assert "agent.lr: unknown key" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing is created for a bad config
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    assert main(["bench", "torus"]) == 2
+    assert "unknown family 'torus'; allowed: sphere" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), OBJECTIVE]) == 2
+    assert "either CONFIG.yaml or --resume" in capsys.readouterr().err
+
+
+def test_list_shows_envs_agents_and_configs(capsys):
+    assert main(["list", "--configs", str(ROOT / "configs")]) == 0
+    out = capsys.readouterr().out
+    assert "amortize/Sphere-v0" in out and "regression" in out and "sphere_sac.yaml" in out
+
+
+def test_progress_prints_periodic_lines(capsys):
+    import sys
+
+    p = Progress(10, desc="job", stream=sys.stdout, interval_s=0.0, force_lines=True)
+    for _ in range(10):
+        p.update(1, loss=0.5)
+    p.close()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("[job] 1/10 steps") and "loss=0.5" in lines[0]
+    assert "10/10 steps (100%)" in lines[-1] and "done in" in lines[-1]
