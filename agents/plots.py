@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-MAX_POINTS = 40
+MAX_POINTS = 20
 
 
 def _lon_lat(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

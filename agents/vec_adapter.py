@@ -26,8 +26,8 @@ def to_numpy(x: Any) -> np.ndarray:
 
 class SB3VecEnvAdapter(VecEnv):
     def __init__(self, env: gym.vector.VectorEnv) -> None:
+        self.env = env  # before VecEnv.__init__, which reads attributes through get_attr
         super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
-        self.env = env
         self.autoreset_mode = env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP)
         self._pending_seed: int | None = None
         self._actions: np.ndarray | None = None
