@@ -55,14 +55,10 @@ class ObjectiveAgentSettings:
 
 
 @dataclass
-class RegressionAgentSettings:
-    """L_reg: regress the model onto solver optima y*(x)."""
+class RegressionAgentSettings(ObjectiveAgentSettings):
+    """L_reg: regress the model onto solver optima y*(x); same network settings as L_obj."""
 
     kind: str = setting("regression", choices=("regression",))
-    hidden_sizes: tuple[int, ...] = setting((128, 128), ge=1)
-    activation: str = setting("relu", choices=tuple(ACTIVATIONS))
-    learning_rate: float = setting(1e-3, gt=0.0)
-    batch_size: int = setting(256, ge=1)
     dataset_size: int = setting(4096, ge=1, doc="training contexts labelled once by the solver")
 
 
