@@ -116,5 +116,11 @@ def bench_sphere(
     return summary
 
 
+def _bench_qp(**kwargs: Any) -> dict[str, Any]:
+    from .bench_qp import bench_qp
+
+    return bench_qp(**kwargs)
+
+
 #: family -> benchmark function; `amortize bench --help` lists them
-BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {"sphere": bench_sphere}
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {"sphere": bench_sphere, "qp": _bench_qp}

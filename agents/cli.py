@@ -50,20 +50,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str | None, cast=str) -> list | None:
+    if not text:
+        return None
+    try:
+        return [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list, got {text!r}") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import BENCHMARKS
 
-    if args.family not in BENCHMARKS:
-        raise ValueError(f"unknown family {args.family!r}; allowed: {', '.join(sorted(BENCHMARKS))}")
-    methods = args.methods.split(",") if args.methods else None
-    summary = BENCHMARKS[args.family](
-        name=args.name or f"bench-{args.family}", methods=methods, device=args.device or "auto", seed=args.seed or 0,
-        budget_scale=args.budget_scale, root=args.root,
-    )
+    common = dict(name=args.name or f"bench-{args.family}", device=args.device or "auto", seed=args.seed or 0, root=args.root)
+    if args.family == "sphere":
+        summary = BENCHMARKS["sphere"](methods=_csv(args.methods), budget_scale=args.budget_scale, **common)
+    else:
+        summary = BENCHMARKS["qp"](classes=_csv(args.classes), sizes=_csv(args.sizes, int), instances=args.instances,
+                                   problems_dir=args.problems, with_throughput=not args.no_throughput, **common)
     print()
     print(summary["table"])
     print(f"\nwrote {summary['paths']['json']}")
-    print(f"plots: {', '.join(summary['paths']['plots'])}")
+    if summary["paths"]["plots"]:
+        print(f"plots: {', '.join(summary['paths']['plots'])}")
     print(f"TensorBoard: tensorboard --logdir {summary['paths']['tensorboard']}")
     return 0
 
@@ -131,14 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="learned vs classical vs external solver on one problem family")
-    p.add_argument("family", metavar="FAMILY", help="problem family (see `amortize list`)")
-    p.add_argument("--methods", help="comma-separated methods (sphere: objective,regression,sac)")
-    p.add_argument("--name", help="output directory name under runs/")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int)
-    p.add_argument("--budget-scale", type=float, default=1.0, help="multiply every training budget (default 1)")
-    p.add_argument("--root", default="runs")
-    p.set_defaults(func=cmd_bench)
+    families = p.add_subparsers(dest="family", required=True, metavar="FAMILY")
+
+    def bench_common(fp: argparse.ArgumentParser) -> None:
+        fp.add_argument("--name", help="output directory name under runs/")
+        fp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        fp.add_argument("--seed", type=int)
+        fp.add_argument("--root", default="runs")
+        fp.set_defaults(func=cmd_bench)
+
+    fp = families.add_parser("sphere", help="the three amortization losses against multi-start Adam (tutorial 4.2)")
+    fp.add_argument("--methods", help="comma-separated subset of objective,regression,sac")
+    fp.add_argument("--budget-scale", type=float, default=1.0, help="multiply every training budget (default 1)")
+    bench_common(fp)
+    fp = families.add_parser("qp", help="our batched OSQP core against the real osqp package")
+    fp.add_argument("--classes", help="comma-separated subset of random,eq,portfolio,control,lasso,huber,svm (default all)")
+    fp.add_argument("--sizes", help="comma-separated problem sizes n (default 10,20,50)")
+    fp.add_argument("--instances", type=int, default=10, help="problems per class and size (default 10)")
+    fp.add_argument("--problems", metavar="DIR", help="a folder of .mat/.npz QPs instead of generated classes")
+    fp.add_argument("--no-throughput", action="store_true", help="skip the batched-vs-looped throughput line")
+    bench_common(fp)
 
     p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
     p.add_argument("run", metavar="RUN_DIR")

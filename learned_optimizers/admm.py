@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from .linalg import BatchMatrix, DenseBatch, DenseCholesky, LinearSystem, SparseBatch, SparseLU
+from .linalg import BatchMatrix, DenseCholesky, LinearSystem, SparseLDL
 from .problems.qp import QP, QPBatch
 from .settings import setting, validate
 
@@ -123,7 +123,7 @@ def _norm_inf(v: torch.Tensor) -> torch.Tensor:
 
 
 class OSQPBatch:
-    """OSQP for a batch of QPs. ``backend``: 'dense' (batched Cholesky) or 'sparse' (COO + sparse LU)."""
+    """OSQP for a batch of QPs. ``backend``: 'dense' (batched Cholesky) or 'sparse' (QDLDL of the KKT matrix)."""
 
     def __init__(
         self,
@@ -138,21 +138,11 @@ class OSQPBatch:
         if backend not in ("dense", "sparse"):
             raise ValueError(f"backend={backend!r}; allowed: dense, sparse")
         if isinstance(problems, QPBatch):
-            if backend != "dense":
-                raise ValueError("a QPBatch is dense; pass a list of QP for backend='sparse'")
             batch = problems
-            P, A = DenseBatch(batch.P), DenseBatch(batch.A)
-            q, l, u, self.var_mask, self.con_mask = batch.q, batch.l, batch.u, batch.var_mask, batch.con_mask
         else:
             batch = QPBatch.from_qps(problems, device, dtype)
-            q, l, u, self.var_mask, self.con_mask = batch.q, batch.l, batch.u, batch.var_mask, batch.con_mask
-            if backend == "dense":
-                P, A = DenseBatch(batch.P), DenseBatch(batch.A)
-            else:
-                n, m = batch.n, batch.m
-                pads = [self._pad_identity(p.n, n) for p in problems]
-                P = SparseBatch.from_scipy([self._embed(p.P, n, n) + pad for p, pad in zip(problems, pads)], n, n, device, dtype)
-                A = SparseBatch.from_scipy([self._embed(p.A, m, n) for p in problems], m, n, device, dtype)
+        P, A = batch.P, batch.A
+        q, l, u, self.var_mask, self.con_mask = batch.q, batch.l, batch.u, batch.var_mask, batch.con_mask
         self.names = batch.names
         self.B, self.n, self.m = q.shape[0], q.shape[1], l.shape[1]
         self.device, self.dtype = q.device, q.dtype
@@ -162,7 +152,7 @@ class OSQPBatch:
         l = l.clamp(-OSQP_INFTY, OSQP_INFTY)
         u = u.clamp(-OSQP_INFTY, OSQP_INFTY)
         self._scale(P, q, A, l, u)
-        self.linsys: LinearSystem = (DenseCholesky if backend == "dense" else SparseLU)(self.P, self.A, s.sigma)
+        self.linsys: LinearSystem = (DenseCholesky if backend == "dense" else SparseLDL)(self.P, self.A, s.sigma)
         B, n, m = self.B, self.n, self.m
         z = lambda *shape: torch.zeros(*shape, dtype=self.dtype, device=self.device)  # noqa: E731
         self.x, self.z, self.y = z(B, n), z(B, m), z(B, m)
@@ -181,22 +171,6 @@ class OSQPBatch:
         self.setup_seconds = time.perf_counter() - t0
 
     # ------------------------------------------------------------ setup
-    @staticmethod
-    def _embed(M, rows: int, cols: int):
-        import scipy.sparse as sp
-
-        M = sp.coo_matrix(M)
-        return sp.coo_matrix((M.data, (M.row, M.col)), shape=(rows, cols))
-
-    @staticmethod
-    def _pad_identity(n_real: int, n: int):
-        import numpy as np
-        import scipy.sparse as sp
-
-        d = np.zeros(n)
-        d[n_real:] = 1.0
-        return sp.diags(d)
-
     def _scale(self, P: BatchMatrix, q: torch.Tensor, A: BatchMatrix, l: torch.Tensor, u: torch.Tensor) -> None:
         """Ruiz equilibration of the KKT matrix and cost scaling, as OSQP's scale_data."""
         B = q.shape[0]

@@ -22,6 +22,8 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import torch
 
+from ..linalg import SparseBatch
+
 #: |bound| at or above this in a data file means "no bound"
 FILE_INFINITY = 1e20
 
@@ -294,12 +296,13 @@ def save_npz(qp: QP, path: str | Path) -> None:
 # ------------------------------------------------------------------ batches
 @dataclass
 class QPBatch:
-    """Problems padded to common sizes: padded variables are inert (P_ii = 1, no
-    constraints, q = 0 so x_i = 0) and padded rows are free (l = -inf, u = inf)."""
+    """Problems padded to common sizes on one device: padded variables are inert
+    (P_ii = 1, no constraints, q = 0, so x_i = 0) and padded rows are free
+    (l = -inf, u = inf). P and A are batched sparse matrices."""
 
-    P: torch.Tensor  # (B, n, n)
+    P: SparseBatch  # (B, n, n)
     q: torch.Tensor  # (B, n)
-    A: torch.Tensor  # (B, m, n)
+    A: SparseBatch  # (B, m, n)
     l: torch.Tensor  # (B, m)
     u: torch.Tensor  # (B, m)
     var_mask: torch.Tensor  # (B, n) bool
@@ -308,34 +311,37 @@ class QPBatch:
 
     @property
     def size(self) -> int:
-        return self.P.shape[0]
+        return self.q.shape[0]
 
     @property
     def n(self) -> int:
-        return self.P.shape[1]
+        return self.q.shape[1]
 
     @property
     def m(self) -> int:
-        return self.A.shape[1]
+        return self.l.shape[1]
 
     @classmethod
     def from_qps(cls, qps: list[QP], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> "QPBatch":
         if not qps:
             raise ValueError("a QP batch needs at least one problem")
         B, n, m = len(qps), max(p.n for p in qps), max(max(p.m for p in qps), 1)
-        P = np.zeros((B, n, n))
-        A = np.zeros((B, m, n))
         q = np.zeros((B, n))
         l = np.full((B, m), -np.inf)
         u = np.full((B, m), np.inf)
         var_mask = np.zeros((B, n), dtype=bool)
         con_mask = np.zeros((B, m), dtype=bool)
+        Ps, As = [], []
         for b, p in enumerate(qps):
-            P[b, : p.n, : p.n] = p.P.toarray()
-            P[b, np.arange(p.n, n), np.arange(p.n, n)] = 1.0
-            A[b, : p.m, : p.n] = p.A.toarray()
+            pad = np.zeros(n)
+            pad[p.n :] = 1.0
+            Ps.append(sp.block_diag((p.P, sp.csc_matrix((n - p.n, n - p.n)))) + sp.diags(pad) if n > p.n else p.P)
+            As.append(sp.coo_matrix((sp.coo_matrix(p.A).data, (sp.coo_matrix(p.A).row, sp.coo_matrix(p.A).col)), shape=(m, n)))
             q[b, : p.n], l[b, : p.m], u[b, : p.m] = p.q, p.l, p.u
             var_mask[b, : p.n], con_mask[b, : p.m] = True, True
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
-        return cls(t(P), t(q), t(A), t(l), t(u), torch.as_tensor(var_mask, device=device),
-                   torch.as_tensor(con_mask, device=device), [p.name for p in qps])
+        return cls(
+            SparseBatch.from_scipy(Ps, n, n, device, dtype), t(q), SparseBatch.from_scipy(As, m, n, device, dtype),
+            t(l), t(u), torch.as_tensor(var_mask, device=device), torch.as_tensor(con_mask, device=device),
+            [p.name for p in qps],
+        )

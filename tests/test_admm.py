@@ -1,0 +1,170 @@
+"""The batched OSQP core against the real ``osqp`` package, same settings, same problems."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import osqp
+import pytest
+import scipy.sparse as sp
+import torch
+
+from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status, solve_qps
+from learned_optimizers.problems.qp import QP, QPValidationError, generate, load_qp, save_npz
+
+MAROS = Path(__file__).resolve().parents[2] / "shared" / "data" / "maros_meszaros"
+SETTINGS = OSQPSettings()
+# every class at small sizes; 5 seeds each
+CASES = [("random", 10), ("random", 20), ("eq", 10), ("eq", 30), ("portfolio", 20), ("control", 4), ("lasso", 2),
+         ("huber", 1), ("svm", 2)]
+
+
+def reference(qp: QP, settings: OSQPSettings = SETTINGS):
+    solver = osqp.OSQP()
+    solver.setup(**qp.osqp_data(), **settings.osqp_kwargs())
+    return solver.solve(raise_error=False)
+
+
+def test_matches_real_osqp_on_every_class():
+    rows = []
+    for qp_class, n in CASES:
+        qps = [generate(qp_class, n, seed) for seed in range(100, 105)]
+        ours = solve_qps(qps, SETTINGS)
+        for i, qp in enumerate(qps):
+            ref = reference(qp)
+            rows.append((qp.name, ref.info.status, ours.status_labels()[i], ref.info.iter, int(ours.iterations[i]),
+                         ref.info.obj_val, float(ours.objective[i])))
+    for name, ref_status, our_status, *_ in rows:
+        assert ref_status == our_status, (name, ref_status, our_status)
+    solved = [r for r in rows if r[1] == "solved"]
+    assert len(solved) >= 35
+    for name, _, _, _, _, ref_obj, our_obj in solved:
+        assert abs(our_obj - ref_obj) <= 1e-3 * max(1.0, abs(ref_obj)), (name, ref_obj, our_obj)
+    within = [abs(r[3] - r[4]) <= SETTINGS.check_termination for r in rows]
+    assert np.mean(within) >= 0.9, [r for r, ok in zip(rows, within) if not ok]
+    exact = np.mean([r[3] == r[4] for r in rows])
+    assert exact >= 0.8, exact
+
+
+def test_matches_real_osqp_without_adaptive_rho():
+    settings = replace(SETTINGS, adaptive_rho=False)
+    qps = [generate("random", 15, seed) for seed in range(5)]
+    ours = solve_qps(qps, settings)
+    for i, qp in enumerate(qps):
+        ref = reference(qp, settings)
+        assert ours.status_labels()[i] == ref.info.status
+        assert abs(int(ours.iterations[i]) - ref.info.iter) <= settings.check_termination
+        np.testing.assert_allclose(ours.x[i, : qp.n].numpy(), ref.x, atol=5e-3 * max(1, np.abs(ref.x).max()))
+
+
+def test_infeasible_problems_are_certified_by_both():
+    # primal infeasible: x >= 1 and x <= 0 on the same variable
+    primal = QP(sp.eye(2), np.zeros(2), sp.csc_matrix([[1.0, 0.0], [1.0, 0.0]]), np.array([1.0, -np.inf]), np.array([np.inf, 0.0]))
+    # dual infeasible (unbounded): minimize -x1 subject to x1 >= 0, P = 0 on x1
+    dual = QP(sp.diags([0.0, 1.0]), np.array([-1.0, 0.0]), sp.csc_matrix([[1.0, 0.0]]), np.array([0.0]), np.array([np.inf]))
+    ours = solve_qps([primal, dual])
+    assert ours.status_labels() == [reference(primal).info.status, reference(dual).info.status]
+    assert ours.status_labels() == ["primal infeasible", "dual infeasible"]
+
+
+def test_batch_padding_is_inert():
+    """A problem solved alone and inside a batch of other sizes gives the same answer."""
+    qps = [generate("random", 8, 1), generate("control", 3, 2), generate("portfolio", 12, 3)]
+    together = solve_qps(qps)
+    for i, qp in enumerate(qps):
+        alone = solve_qps([qp])
+        assert int(alone.iterations[0]) == int(together.iterations[i])
+        torch.testing.assert_close(alone.x[0, : qp.n], together.x[i, : qp.n], atol=1e-9, rtol=1e-9)
+        assert together.x[i, qp.n :].abs().max() == 0 if qp.n < together.x.shape[1] else True
+
+
+def test_sparse_backend_runs_the_same_algorithm():
+    qps = [generate("svm", 2, 7), generate("lasso", 2, 8)]
+    dense = solve_qps(qps, backend="dense")
+    sparse = solve_qps(qps, backend="sparse")
+    assert dense.status_labels() == sparse.status_labels() == ["solved", "solved"]
+    assert torch.equal(dense.iterations, sparse.iterations)
+    torch.testing.assert_close(dense.objective, sparse.objective, rtol=1e-6, atol=1e-8)
+
+
+def test_warm_start_from_the_solution_stops_at_the_first_check():
+    qp = generate("random", 12, 4)
+    first = solve_qps([qp])
+    core = OSQPBatch([qp])
+    core.warm_start(first.x, first.y)
+    again = core.solve()
+    assert again.status_labels() == ["solved"]
+    assert int(again.iterations[0]) == SETTINGS.check_termination < int(first.iterations[0])
+
+
+def test_step_api_constant_rho_vector_equals_scalar_rho():
+    qp = generate("control", 3, 5)
+    settings = replace(SETTINGS, adaptive_rho=False)
+    reference_core = OSQPBatch([qp], settings)
+    reference_core.advance(60)
+    stepped = OSQPBatch([qp], settings)
+    rho = stepped.rho_vec.clone()  # OSQP's own vector (equality rows 1e3 rho)
+    for _ in range(3):
+        stepped.advance(20, rho_vec=rho)
+    a, b = reference_core.state(), stepped.state()
+    torch.testing.assert_close(a["x"], b["x"])
+    torch.testing.assert_close(a["y"], b["y"])
+    assert set(b) >= {"x", "z", "y", "Ax", "prim_res", "dual_res", "l_scaled", "u_scaled", "rho_vec"}
+
+
+def test_larger_rho_vector_changes_the_trajectory_and_is_validated():
+    qp = generate("random", 10, 6)
+    core = OSQPBatch([qp], replace(SETTINGS, adaptive_rho=False))
+    core.advance(25, rho_vec=torch.full((1, qp.m), 10.0, dtype=torch.float64))
+    assert torch.allclose(core.rho_vec[0], torch.full((qp.m,), 10.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="rho_vec must have shape"):
+        core.set_rho(torch.ones(2, 3))
+
+
+def test_non_convex_problem_is_a_status_not_a_crash():
+    P = sp.csc_matrix(np.array([[-1.0, 0.0], [0.0, 1.0]]))
+    qp = QP(P, np.zeros(2), sp.csc_matrix(np.zeros((1, 2))), np.array([-1.0]), np.array([1.0]))
+    sol = solve_qps([qp, generate("random", 5, 0)])
+    assert sol.status_labels()[0] == "problem non convex"
+    assert sol.status_labels()[1] == "solved"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(P=sp.eye(3), q=np.zeros(2), A=sp.eye(2), l=np.zeros(2), u=np.ones(2)), "P must be 2x2"),
+        (dict(P=sp.eye(2), q=np.zeros(2), A=sp.eye(3, 2), l=np.zeros(2), u=np.ones(2)), "l must have 3 entries"),
+        (dict(P=sp.eye(2), q=np.zeros(2), A=sp.eye(2), l=np.array([0.0, 2.0]), u=np.ones(2)), r"l > u at row 1"),
+        (dict(P=sp.eye(2), q=np.array([0.0, np.nan]), A=sp.eye(2), l=np.zeros(2), u=np.ones(2)), "q contains NaN"),
+        (dict(P=sp.csc_matrix([[1.0, 1.0], [0.0, 1.0]]), q=np.zeros(2), A=sp.eye(2), l=np.zeros(2), u=np.ones(2)), "P must be symmetric"),
+    ],
+)
+def test_malformed_problems_name_what_is_wrong(kwargs, message):
+    with pytest.raises(QPValidationError, match=message):
+        QP(**kwargs)
+
+
+def test_settings_are_validated():
+    with pytest.raises(ValueError, match="alpha"):
+        OSQPSettings(alpha=2.0)
+    with pytest.raises(ValueError, match="backend"):
+        OSQPBatch([generate("random", 3, 0)], backend="magic")
+
+
+def test_npz_round_trip(tmp_path):
+    qp = generate("portfolio", 10, 3)
+    save_npz(qp, tmp_path / "p.npz")
+    back = load_qp(tmp_path / "p.npz")
+    assert (back.P != qp.P).nnz == 0 and (back.A != qp.A).nnz == 0
+    np.testing.assert_array_equal(back.l, qp.l)
+    np.testing.assert_array_equal(back.u, qp.u)
+
+
+@pytest.mark.skipif(not MAROS.is_dir(), reason="Maros-Meszaros data lives in ../shared beside the checkout")
+def test_maros_meszaros_mat_loader_and_solve():
+    qp = load_qp(MAROS / "HS21.mat")
+    assert qp.n == 2 and qp.m == 3 and np.isinf(qp.u[0])  # 1e20 became inf
+    ref = reference(qp)
+    ours = solve_qps([qp])
+    assert ours.status_labels()[0] == ref.info.status == "solved"
+    assert abs(float(ours.objective[0]) - ref.info.obj_val) <= 1e-3 * abs(ref.info.obj_val)
