@@ -161,6 +161,20 @@ def test_npz_round_trip(tmp_path):
 
 
 @pytest.mark.skipif(not MAROS.is_dir(), reason="Maros-Meszaros data lives in ../shared beside the checkout")
+def test_small_maros_meszaros_problems_match_real_osqp():
+    """Every problem of the subset with n + m <= 400, batched together (13 problems)."""
+    qps = [q for q in (load_qp(f) for f in sorted(MAROS.glob("*.mat"))) if q.n + q.m <= 400]
+    assert len(qps) >= 10
+    ours = solve_qps(qps)
+    for i, qp in enumerate(qps):
+        ref = reference(qp)
+        if ref.info.status == "solved":
+            assert ours.status_labels()[i] == "solved", qp.name
+            assert abs(float(ours.objective[i]) - ref.info.obj_val) <= 1e-3 * max(1.0, abs(ref.info.obj_val)), qp.name
+        assert abs(int(ours.iterations[i]) - ref.info.iter) <= SETTINGS.check_termination, qp.name
+
+
+@pytest.mark.skipif(not MAROS.is_dir(), reason="Maros-Meszaros data lives in ../shared beside the checkout")
 def test_maros_meszaros_mat_loader_and_solve():
     qp = load_qp(MAROS / "HS21.mat")
     assert qp.n == 2 and qp.m == 3 and np.isinf(qp.u[0])  # 1e20 became inf
