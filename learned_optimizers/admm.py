@@ -178,8 +178,10 @@ class OSQPBatch:
         E = torch.ones_like(l)
         c = torch.ones(B, dtype=q.dtype, device=q.device)
         n_real = self.var_mask.sum(dim=1).clamp(min=1).to(q.dtype)
+        # OSQP stores the upper triangle of P and takes its column norms without
+        # mirroring (csc_col_norm_inf in OSQP 1.x): do the same to get its scaling.
         for _ in range(self.settings.scaling):
-            d = torch.maximum(P.col_norm_inf(), A.col_norm_inf())
+            d = torch.maximum(P.col_norm_inf(upper_only=True), A.col_norm_inf())
             e = A.row_norm_inf()
             d = 1.0 / torch.sqrt(_limit_scaling(d))
             e = 1.0 / torch.sqrt(_limit_scaling(e))
@@ -188,7 +190,7 @@ class OSQPBatch:
             q = q * d
             D, E = D * d, E * e
             # cost normalization: mean column norm of P (real columns only) against ||q||
-            mean_col = (P.col_norm_inf() * self.var_mask).sum(dim=1) / n_real
+            mean_col = (P.col_norm_inf(upper_only=True) * self.var_mask).sum(dim=1) / n_real
             cost = _limit_scaling(torch.maximum(mean_col, _limit_scaling(_norm_inf(q))))
             ct = 1.0 / cost
             P = P.scaled(None, None, ct)

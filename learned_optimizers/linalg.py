@@ -38,8 +38,8 @@ class BatchMatrix(ABC):
         """M' y for y of shape (B, rows)."""
 
     @abstractmethod
-    def col_norm_inf(self) -> torch.Tensor:
-        """(B, cols) max |M_ij| over i."""
+    def col_norm_inf(self, upper_only: bool = False) -> torch.Tensor:
+        """(B, cols) max |M_ij| over i (over i <= j with ``upper_only``)."""
 
     @abstractmethod
     def row_norm_inf(self) -> torch.Tensor:
@@ -109,13 +109,15 @@ class SparseBatch(BatchMatrix):
             self._csr_t = self._block_csr(transpose=True)
         return (self._csr_t @ y.reshape(-1)).view(self.size, self.cols)
 
-    def _amax(self, out_len: int, index: torch.Tensor) -> torch.Tensor:
+    def _amax(self, out_len: int, index: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         out = self.values.new_zeros(self.size * out_len)
-        out.scatter_reduce_(0, index, self.values.abs(), reduce="amax", include_self=True)
+        src = (self.values if values is None else values).abs()
+        out.scatter_reduce_(0, index, src, reduce="amax", include_self=True)
         return out.view(self.size, out_len)
 
-    def col_norm_inf(self) -> torch.Tensor:
-        return self._amax(self.cols, self.batch * self.cols + self.col)
+    def col_norm_inf(self, upper_only: bool = False) -> torch.Tensor:
+        values = torch.where(self.row <= self.col, self.values, torch.zeros_like(self.values)) if upper_only else None
+        return self._amax(self.cols, self.batch * self.cols + self.col, values)
 
     def row_norm_inf(self) -> torch.Tensor:
         return self._amax(self.rows, self.batch * self.rows + self.row)
