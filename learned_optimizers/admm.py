@@ -146,8 +146,6 @@ class OSQPBatch:
         self.names = batch.names
         self.B, self.n, self.m = q.shape[0], q.shape[1], l.shape[1]
         self.device, self.dtype = q.device, q.dtype
-        # unscaled data, kept for objective values
-        self.P0, self.q0 = P, q
         # bounds: infinities become +/- OSQP_INFTY as in OSQP's setup
         l = l.clamp(-OSQP_INFTY, OSQP_INFTY)
         u = u.clamp(-OSQP_INFTY, OSQP_INFTY)

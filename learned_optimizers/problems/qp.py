@@ -333,10 +333,9 @@ class QPBatch:
         con_mask = np.zeros((B, m), dtype=bool)
         Ps, As = [], []
         for b, p in enumerate(qps):
-            pad = np.zeros(n)
-            pad[p.n :] = 1.0
-            Ps.append(sp.block_diag((p.P, sp.csc_matrix((n - p.n, n - p.n)))) + sp.diags(pad) if n > p.n else p.P)
-            As.append(sp.coo_matrix((sp.coo_matrix(p.A).data, (sp.coo_matrix(p.A).row, sp.coo_matrix(p.A).col)), shape=(m, n)))
+            Ps.append(sp.block_diag((p.P, sp.eye(n - p.n))) if n > p.n else p.P)  # inert padded variables
+            A = sp.coo_matrix(p.A)
+            As.append(sp.coo_matrix((A.data, (A.row, A.col)), shape=(m, n)))
             q[b, : p.n], l[b, : p.m], u[b, : p.m] = p.q, p.l, p.u
             var_mask[b, : p.n], con_mask[b, : p.m] = True, True
         t = lambda a: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
