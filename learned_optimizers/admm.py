@@ -161,6 +161,10 @@ class OSQPBatch:
         self.rho_updates = torch.zeros(B, dtype=torch.long, device=self.device)
         self.k = 0  # iterations run so far (all running problems move in lock step)
         self.info: dict[str, torch.Tensor] = {}
+        # solve() drops finished problems from the working set; their results wait here
+        self.index = torch.arange(B, device=self.device)  # global id of each working row
+        self.total = B
+        self._results: dict[str, torch.Tensor] | None = None
         loose = (self.l < -INFINITE_BOUND) & (self.u > INFINITE_BOUND)
         self.loose, self.equality = loose, ~loose & (self.u - self.l < RHO_TOL)
         self.rho_vec = self._rho_vector(self.rho)
@@ -231,7 +235,7 @@ class OSQPBatch:
         self.status[~ok & self.running] = int(Status.NON_CONVEX)
 
     def advance(self, iterations: int, rho_vec: torch.Tensor | None = None, adapt_rho: bool = False,
-                check_termination: bool = True) -> None:
+                check_termination: bool = True, compact: bool = False) -> None:
         """Run up to ``iterations`` ADMM iterations on the running problems.
 
         Termination is checked on OSQP's fixed interval (``settings.check_termination``)
@@ -256,14 +260,18 @@ class OSQPBatch:
                 self._check_termination(active, approximate=False)
             if adapt:
                 self._adapt_rho(self.running)
-            if check and not bool(self.running.any()):
-                break
+            if check:
+                running = int(self.running.sum())
+                if running == 0:
+                    break
+                if compact and running <= self.B // 2:
+                    self._compact()
 
     def solve(self) -> QPSolution:
         """OSQP's full solve: iterate to termination or max_iter, then the final checks."""
         t0 = time.perf_counter()
         s = self.settings
-        self.advance(s.max_iter - self.k, adapt_rho=s.adaptive_rho)
+        self.advance(s.max_iter - self.k, adapt_rho=s.adaptive_rho, compact=True)
         still = self.running
         if bool(still.any()):
             if self.k % s.check_termination != 0:  # the last iteration was not a check
@@ -277,19 +285,50 @@ class OSQPBatch:
         return self.solution(time.perf_counter() - t0)
 
     def solution(self, solve_seconds: float = 0.0) -> QPSolution:
+        """Results for every problem of the batch, in the order given."""
+        self._stash(torch.ones(self.B, dtype=torch.bool, device=self.device))
+        r = self._results
+        return QPSolution(r["x"], r["y"], r["status"], r["iterations"], r["objective"], r["prim_res"], r["dual_res"],
+                          r["rho_updates"], self.setup_seconds, solve_seconds)
+
+    def _stash(self, rows: torch.Tensor) -> None:
+        """Copy the results of the working ``rows`` into the batch-wide results."""
         self._update_info()
-        x, y = self.unscaled_x(), self.y * self.E * self.cinv.unsqueeze(1)
         has_solution = (self.status == int(Status.SOLVED)) | (self.status == int(Status.SOLVED_INACCURATE)) \
             | (self.status == int(Status.MAX_ITER_REACHED))
-        obj = torch.where(has_solution, self.info["obj_val"], torch.full_like(self.info["obj_val"], float("nan")))
-        return QPSolution(x, y, self.status.clone(), self.iterations.clone(), obj, self.info["prim_res"].clone(),
-                          self.info["dual_res"].clone(), self.rho_updates.clone(), self.setup_seconds, solve_seconds)
+        values = {
+            "x": self.unscaled_x(), "y": self.y * self.E * self.cinv.unsqueeze(1), "status": self.status,
+            "iterations": self.iterations, "prim_res": self.info["prim_res"], "dual_res": self.info["dual_res"],
+            "objective": torch.where(has_solution, self.info["obj_val"], torch.full_like(self.info["obj_val"], float("nan"))),
+            "rho_updates": self.rho_updates,
+        }
+        if self._results is None:
+            self._results = {k: v.new_zeros((self.total, *v.shape[1:])) for k, v in values.items()}
+        gid = self.index[rows]
+        for k, v in values.items():
+            self._results[k][gid] = v[rows]
+
+    def _compact(self) -> None:
+        """Drop finished problems from the working set (their results are stashed first)."""
+        running = self.running
+        self._stash(~running)
+        keep = running.nonzero().squeeze(1)
+        for name in ("x", "z", "y", "delta_x", "delta_y", "rho", "rho_vec", "status", "iterations", "rho_updates",
+                     "q", "l", "u", "D", "E", "c", "Dinv", "Einv", "cinv", "var_mask", "con_mask", "loose",
+                     "equality", "index"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.P, self.A = self.P.take(keep), self.A.take(keep)
+        self.linsys.take(keep, self.P, self.A)
+        self.B = keep.numel()
+        self.info = {}
 
     def unscaled_x(self) -> torch.Tensor:
         return self.x * self.D
 
     def state(self) -> dict[str, torch.Tensor]:
-        """Iterates and residuals for a policy: unscaled x, z, y, Ax; scaled l, u and rho."""
+        """Iterates and residuals for a policy: unscaled x, z, y, Ax; scaled l, u and rho.
+
+        Rows are the working problems (all of them unless ``solve()`` compacted the batch)."""
         self._update_info()
         return {
             "x": self.unscaled_x(),

@@ -57,6 +57,10 @@ class BatchMatrix(ABC):
     def scipy(self, b: int) -> sp.csc_matrix:
         """Problem b as a scipy sparse matrix."""
 
+    @abstractmethod
+    def take(self, idx: torch.Tensor) -> "BatchMatrix":
+        """The problems ``idx``, renumbered from 0."""
+
 
 class SparseBatch(BatchMatrix):
     """COO storage: entry k is values[k] at (batch[k], row[k], col[k]).
@@ -89,6 +93,14 @@ class SparseBatch(BatchMatrix):
     def from_dense(cls, data: torch.Tensor) -> "SparseBatch":
         b, i, j = data.nonzero(as_tuple=True)
         return cls(b, i, j, data[b, i, j], data.shape[0], data.shape[1], data.shape[2])
+
+    def take(self, idx: torch.Tensor) -> "SparseBatch":
+        """The problems ``idx`` (a 1-D index tensor), renumbered 0..len(idx)-1."""
+        new_id = torch.full((self.size,), -1, dtype=torch.long, device=self.batch.device)
+        new_id[idx] = torch.arange(idx.numel(), device=idx.device)
+        keep = new_id[self.batch] >= 0
+        return SparseBatch(new_id[self.batch[keep]], self.row[keep], self.col[keep], self.values[keep],
+                           idx.numel(), self.rows, self.cols)
 
     def _block_csr(self, transpose: bool) -> torch.Tensor:
         r, c = (self.col, self.row) if transpose else (self.row, self.col)
@@ -160,6 +172,10 @@ class LinearSystem(ABC):
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         """x for every problem, shape (B, n)."""
 
+    @abstractmethod
+    def take(self, idx: torch.Tensor, P: BatchMatrix, A: BatchMatrix) -> None:
+        """Keep only the problems ``idx`` (whose matrices are now P and A), factors included."""
+
 
 class DenseCholesky(LinearSystem):
     """Batched dense Cholesky of the reduced system: one ``cholesky_ex`` for the whole batch."""
@@ -181,6 +197,10 @@ class DenseCholesky(LinearSystem):
         self.L[idx] = L
         ok[idx] = info == 0
         return ok
+
+    def take(self, idx: torch.Tensor, P: BatchMatrix, A: BatchMatrix) -> None:
+        self.P, self.A = P, A
+        self.Pd, self.Ad, self.L = self.Pd[idx], self.Ad[idx], self.L[idx]
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         # two triangular solves: several times faster than cholesky_solve for small batched systems
@@ -212,18 +232,28 @@ class SparseLDL(LinearSystem):
             n = P.shape[0]
             kkt = sp.bmat([[sp.triu(P) + self.sigma * sp.eye(n), A.T], [None, -sp.diags(1.0 / rho[b])]], format="csc")
             try:
-                self.factors[b] = qdldl.Solver(kkt)
+                self.factors[b] = (qdldl.Solver(kkt, upper=True), kkt + sp.triu(kkt, 1).T)
             except ValueError:  # a zero pivot: the KKT matrix is not quasi-definite (P not PSD)
                 self.factors[b] = None
                 ok[b] = False
         return ok
+
+    def take(self, idx: torch.Tensor, P: BatchMatrix, A: BatchMatrix) -> None:
+        self.P, self.A = P, A
+        keep = idx.tolist()
+        self.Ps, self.As, self.factors = [self.Ps[b] for b in keep], [self.As[b] for b in keep], [self.factors[b] for b in keep]
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(rhs)
         host = rhs.detach().cpu().numpy()
         for b, f in enumerate(self.factors):
             if f is not None:
+                ldl, kkt = f
                 n, m = self.Ps[b].shape[0], self.As[b].shape[0]
-                sol = f.solve(np.concatenate([host[b], np.zeros(m)]))
+                r = np.concatenate([host[b], np.zeros(m)])
+                sol = ldl.solve(r)
+                # one step of iterative refinement: on ill-conditioned KKT matrices (BOYD1)
+                # the plain solve leaves a 1e-10 relative residual that changes the iterates
+                sol += ldl.solve(r - kkt @ sol)
                 out[b] = torch.as_tensor(sol[:n], dtype=rhs.dtype)
         return out

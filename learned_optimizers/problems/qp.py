@@ -254,9 +254,13 @@ _REQUIRED = ("P", "q", "A", "l", "u")
 
 
 def _bounds_from_file(v: np.ndarray) -> np.ndarray:
+    """+/-1e20 means no bound. Files hold it rounded (9.999999999999998e19 in
+    QPILOTNO), so compare with a relative margin: a finite 1e20 bound would make
+    the duality gap hinge on round-off in y."""
     v = np.asarray(v, dtype=np.float64).reshape(-1).copy()
-    v[v >= FILE_INFINITY] = np.inf
-    v[v <= -FILE_INFINITY] = -np.inf
+    limit = FILE_INFINITY * (1.0 - 1e-9)
+    v[v >= limit] = np.inf
+    v[v <= -limit] = -np.inf
     return v
 
 
