@@ -272,13 +272,11 @@ class OSQPBatch:
         t0 = time.perf_counter()
         s = self.settings
         self.advance(s.max_iter - self.k, adapt_rho=s.adaptive_rho, compact=True)
-        still = self.running
-        if bool(still.any()):
+        if bool(self.running.any()):  # max_iter reached: OSQP's last checks
+            self._update_info()
             if self.k % s.check_termination != 0:  # the last iteration was not a check
-                self._update_info()
-                self._check_termination(still, approximate=False)
-            still = self.running
-            self._check_termination(still, approximate=True)
+                self._check_termination(self.running, approximate=False)
+            self._check_termination(self.running, approximate=True)
             self.status = torch.where(self.running, torch.full_like(self.status, int(Status.MAX_ITER_REACHED)), self.status)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

@@ -57,6 +57,17 @@ def test_matches_real_osqp_without_adaptive_rho():
         np.testing.assert_allclose(ours.x[i, : qp.n].numpy(), ref.x, atol=5e-3 * max(1, np.abs(ref.x).max()))
 
 
+@pytest.mark.parametrize("max_iter", [50, 60])
+def test_max_iter_statuses_match_real_osqp(max_iter):
+    """At max_iter OSQP tries 10x looser tolerances ('solved inaccurate') before giving up."""
+    settings = replace(SETTINGS, max_iter=max_iter)
+    qps = [generate("random", 20, seed) for seed in range(8)]
+    ours = solve_qps(qps, settings)
+    labels = [reference(qp, settings).info.status for qp in qps]
+    assert ours.status_labels() == labels
+    assert {"solved inaccurate", "maximum iterations reached"} & set(labels)
+
+
 def test_infeasible_problems_are_certified_by_both():
     # primal infeasible: x >= 1 and x <= 0 on the same variable
     primal = QP(sp.eye(2), np.zeros(2), sp.csc_matrix([[1.0, 0.0], [1.0, 0.0]]), np.array([1.0, -np.inf]), np.array([np.inf, 0.0]))
@@ -149,6 +160,16 @@ def test_settings_are_validated():
         OSQPSettings(alpha=2.0)
     with pytest.raises(ValueError, match="backend"):
         OSQPBatch([generate("random", 3, 0)], backend="magic")
+
+
+def test_rounded_file_infinity_is_infinite(tmp_path):
+    """Data files hold +/-1e20 rounded (9.999999999999998e19): still no bound."""
+    qp = generate("random", 4, 0)
+    qp.u[0], qp.l[1] = 9.999999999999998e19, -1e20
+    qp.u[2] = 9.9e19  # a genuine (huge) finite bound stays
+    save_npz(qp, tmp_path / "b.npz")
+    back = load_qp(tmp_path / "b.npz")
+    assert np.isposinf(back.u[0]) and np.isneginf(back.l[1]) and back.u[2] == 9.9e19
 
 
 def test_npz_round_trip(tmp_path):
