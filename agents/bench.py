@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from envs import resolve_device
+from learned_optimizers.problems import make_problem
 
 from .base import make_agent
 from .config import config_from_dict
@@ -68,8 +69,6 @@ def bench_sphere(
         configs[m] = config_from_dict(raw)
     first = next(iter(configs.values()))
     dev = resolve_device(device)
-    from learned_optimizers.problems import make_problem
-
     problem = make_problem(first.problem_family, **first.problem_kwargs())
     contexts = heldout_contexts(problem, first, dev)
     warm_up_solver(problem, contexts, first)
