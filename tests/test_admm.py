@@ -12,7 +12,7 @@ import torch
 from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status, solve_qps
 from learned_optimizers.problems.qp import QP, QPValidationError, generate, load_qp, save_npz
 
-MAROS = Path(__file__).resolve().parents[2] / "shared" / "data" / "maros_meszaros"
+MAROS = Path(__file__).resolve().parent / "data" / "maros_meszaros"
 SETTINGS = OSQPSettings()
 # every class at small sizes; 5 seeds each
 CASES = [("random", 10), ("random", 20), ("eq", 10), ("eq", 30), ("portfolio", 20), ("control", 4), ("lasso", 2),
@@ -181,11 +181,10 @@ def test_npz_round_trip(tmp_path):
     np.testing.assert_array_equal(back.u, qp.u)
 
 
-@pytest.mark.skipif(not MAROS.is_dir(), reason="Maros-Meszaros data lives in ../shared beside the checkout")
 def test_small_maros_meszaros_problems_match_real_osqp():
     """Every problem of the subset with n + m <= 400, batched together (13 problems)."""
     qps = [q for q in (load_qp(f) for f in sorted(MAROS.glob("*.mat"))) if q.n + q.m <= 400]
-    assert len(qps) >= 10
+    assert len(qps) == 13
     ours = solve_qps(qps)
     for i, qp in enumerate(qps):
         ref = reference(qp)
@@ -195,7 +194,6 @@ def test_small_maros_meszaros_problems_match_real_osqp():
         assert abs(int(ours.iterations[i]) - ref.info.iter) <= SETTINGS.check_termination, qp.name
 
 
-@pytest.mark.skipif(not MAROS.is_dir(), reason="Maros-Meszaros data lives in ../shared beside the checkout")
 def test_maros_meszaros_mat_loader_and_solve():
     qp = load_qp(MAROS / "HS21.mat")
     assert qp.n == 2 and qp.m == 3 and np.isinf(qp.u[0])  # 1e20 became inf
