@@ -6,27 +6,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.cli import main
 from agents.progress import Progress
 from agents.runs import RunDir
+from tb_steps import scalar_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVE = str(ROOT / "configs" / "sphere_objective.yaml")
 TINY = ["device=cpu", "agent.hidden_sizes=[32,32]", "agent.batch_size=64", "train.log_every=5", "train.eval_every=20",
         "train.checkpoint_every=20", "eval.contexts=64", "solver.steps=60", "eval.episodes=5", "eval.timing_repeats=3"]
-
-
-def scalar_steps(run_dir: Path, tag: str) -> list[list[int]]:
-    """Steps of ``tag`` per event file, in file order."""
-    out = []
-    for f in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(f))
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            out.append([e.step for e in acc.Scalars(tag)])
-    return out
 
 
 def train_cli(tmp_path, name, steps, *extra):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tb_steps import scalar_steps
 
 from agents.base import make_agent
 from agents.config import config_from_dict
@@ -64,11 +64,7 @@ def test_sb3_sac_runs_end_to_end_and_resumes(tmp_path):
     model.load_replay_buffer(ckpts / "sb3_replay_buffer.pkl")
     assert model.num_timesteps == 400 and model.replay_buffer.size() * 4 == 400  # no transition lost or doubled
 
-    steps = []
-    for f in sorted((run.path / "tb").glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(f))
-        acc.Reload()
-        steps.append([e.step for e in acc.Scalars("eval/objective_gap")])
+    steps = scalar_steps(run.path, "eval/objective_gap")
     assert steps == [[100, 200], [300, 400]]  # the second process continues the step counter
 
     result = evaluate(run.path, episodes=3)
