@@ -125,6 +125,11 @@ def _norm_inf(v: torch.Tensor) -> torch.Tensor:
 class OSQPBatch:
     """OSQP for a batch of QPs. ``backend``: 'dense' (batched Cholesky) or 'sparse' (QDLDL of the KKT matrix)."""
 
+    #: per-problem tensors (first dimension = batch): what compaction and slot replacement move
+    PER_PROBLEM = ("x", "z", "y", "delta_x", "delta_y", "rho", "rho_vec", "status", "iterations", "rho_updates",
+                   "q", "l", "u", "D", "E", "c", "Dinv", "Einv", "cinv", "var_mask", "con_mask", "loose",
+                   "equality", "index")
+
     def __init__(
         self,
         problems: list[QP] | QPBatch,
@@ -222,47 +227,73 @@ class OSQPBatch:
         if y is not None:
             self.y = torch.as_tensor(y, dtype=self.dtype, device=self.device) * self.Einv * self.c.unsqueeze(1)
 
-    def set_rho(self, rho_vec: torch.Tensor) -> None:
-        """Use a per-constraint rho (unscaled problem rows) and refactor the running problems.
+    def set_rho(self, rho_vec: torch.Tensor, which: torch.Tensor | None = None) -> None:
+        """Use a per-constraint rho (rows of the scaled problem) and refactor.
 
+        Applies to the running problems (and only to ``which`` when given).
         Loose rows keep rho_min; values are clipped to [rho_min, rho_max] as OSQP does.
         """
         r = torch.as_tensor(rho_vec, dtype=self.dtype, device=self.device).clamp(RHO_MIN, RHO_MAX)
         if r.shape != (self.B, self.m):
             raise ValueError(f"rho_vec must have shape ({self.B}, {self.m}), got {tuple(r.shape)}")
-        self.rho_vec = torch.where(self.loose, torch.full_like(r, RHO_MIN), r)
-        ok = self.linsys.factor(self.rho_vec, self.running)
-        self.status[~ok & self.running] = int(Status.NON_CONVEX)
+        if torch.isnan(r).any():
+            raise ValueError("rho_vec contains NaN")
+        rows = self.running if which is None else self.running & which
+        r = torch.where(self.loose, torch.full_like(r, RHO_MIN), r)
+        self.rho_vec = torch.where(rows.unsqueeze(1), r, self.rho_vec)
+        ok = self.linsys.factor(self.rho_vec, rows)
+        self.status[~ok & rows] = int(Status.NON_CONVEX)
 
-    def advance(self, iterations: int, rho_vec: torch.Tensor | None = None, adapt_rho: bool = False,
+    def set_scalar_rho(self, rho: torch.Tensor, which: torch.Tensor | None = None) -> None:
+        """One rho per problem, expanded by OSQP's rule (equality rows 1e3 rho, loose rows rho_min)."""
+        rho = torch.as_tensor(rho, dtype=self.dtype, device=self.device).clamp(RHO_MIN, RHO_MAX).expand(self.B)
+        rows = self.running if which is None else self.running & which
+        self.rho = torch.where(rows, rho, self.rho)
+        self.set_rho(self._rho_vector(self.rho), rows)
+
+    def adapt_rho(self, which: torch.Tensor) -> None:
+        """Apply OSQP's adaptive-rho rule now to the running problems ``which``."""
+        self._update_info()
+        self._adapt_rho(self.running & which)
+
+    def advance(self, iterations: int, rho_vec: torch.Tensor | None = None, adapt_rho: bool | torch.Tensor = False,
                 check_termination: bool = True, compact: bool = False) -> None:
         """Run up to ``iterations`` ADMM iterations on the running problems.
 
         Termination is checked on OSQP's fixed interval (``settings.check_termination``)
-        counted from the start of the solve, and, when ``adapt_rho``, OSQP's rule
-        updates rho on its interval. A given ``rho_vec`` is applied first.
+        counted from the start of the batch, and OSQP's rule updates rho on its
+        interval for the problems where ``adapt_rho`` holds (a bool for all, or a
+        (B,) mask). A given ``rho_vec`` is applied first.
         """
         if rho_vec is not None:
             self.set_rho(rho_vec)
+        if isinstance(adapt_rho, torch.Tensor) and adapt_rho.shape != (self.B,):
+            raise ValueError(f"adapt_rho mask must have shape ({self.B},), got {tuple(adapt_rho.shape)}")
         s = self.settings
+        # the batch clock: check and adapt intervals count from here, so problems that join a live
+        # batch (``replace``) stay aligned when the clock always moves by whole requests
+        target = self.k + iterations
         for _ in range(iterations):
-            if self.k >= s.max_iter:
+            active = self.running & (self.iterations < s.max_iter)
+            if not bool(active.any()):
+                self.k = target
                 break
-            active = self.running
             self._iterate(active)
             self.k += 1
-            self.iterations = torch.where(active, torch.full_like(self.iterations, self.k), self.iterations)
+            self.iterations = self.iterations + active.long()
             check = check_termination and self.k % s.check_termination == 0
-            adapt = adapt_rho and self.k % s.adaptive_rho_interval == 0
+            adapt = (adapt_rho if isinstance(adapt_rho, bool) else bool(adapt_rho.any())) \
+                and self.k % s.adaptive_rho_interval == 0
             if check or adapt:
                 self._update_info()
             if check:
                 self._check_termination(active, approximate=False)
             if adapt:
-                self._adapt_rho(self.running)
+                self._adapt_rho(self.running if isinstance(adapt_rho, bool) else self.running & adapt_rho)
             if check:
                 running = int(self.running.sum())
                 if running == 0:
+                    self.k = target
                     break
                 if compact and running <= self.B // 2:
                     self._compact()
@@ -272,15 +303,21 @@ class OSQPBatch:
         t0 = time.perf_counter()
         s = self.settings
         self.advance(s.max_iter - self.k, adapt_rho=s.adaptive_rho, compact=True)
-        if bool(self.running.any()):  # max_iter reached: OSQP's last checks
+        return self.finish(t0)
+
+    def finish(self, started: float) -> QPSolution:
+        """OSQP's last checks for problems that reached max_iter, then the results (timed from ``started``)."""
+        s = self.settings
+        if bool(self.running.any()):
             self._update_info()
-            if self.k % s.check_termination != 0:  # the last iteration was not a check
-                self._check_termination(self.running, approximate=False)
+            unchecked = self.running & (self.iterations % s.check_termination != 0)  # last iteration was no check
+            if bool(unchecked.any()):
+                self._check_termination(unchecked, approximate=False)
             self._check_termination(self.running, approximate=True)
             self.status = torch.where(self.running, torch.full_like(self.status, int(Status.MAX_ITER_REACHED)), self.status)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return self.solution(time.perf_counter() - t0)
+        return self.solution(time.perf_counter() - started)
 
     def solution(self, solve_seconds: float = 0.0) -> QPSolution:
         """Results for every problem of the batch, in the order given."""
@@ -311,13 +348,33 @@ class OSQPBatch:
         running = self.running
         self._stash(~running)
         keep = running.nonzero().squeeze(1)
-        for name in ("x", "z", "y", "delta_x", "delta_y", "rho", "rho_vec", "status", "iterations", "rho_updates",
-                     "q", "l", "u", "D", "E", "c", "Dinv", "Einv", "cinv", "var_mask", "con_mask", "loose",
-                     "equality", "index"):
+        for name in self.PER_PROBLEM:
             setattr(self, name, getattr(self, name)[keep])
         self.P, self.A = self.P.take(keep), self.A.take(keep)
         self.linsys.take(keep, self.P, self.A)
         self.B = keep.numel()
+        self.info = {}
+
+    def replace(self, slots: torch.Tensor, other: "OSQPBatch") -> None:
+        """Put the problems of ``other`` (same padded sizes, device and dtype) into ``slots``.
+
+        What a batched environment needs to start new episodes in a live batch:
+        the newcomers were set up (and possibly advanced) on their own, and the
+        batch keeps one block-diagonal structure. Iterations of the batch and of
+        ``other`` must be aligned on the check and adaptive-rho intervals.
+        """
+        slots = torch.as_tensor(slots, dtype=torch.long, device=self.device)
+        if (other.n, other.m) != (self.n, self.m) or other.B != slots.numel():
+            raise ValueError(f"replace: {slots.numel()} slots need a batch of that size padded to n={self.n}, "
+                             f"m={self.m}; got B={other.B}, n={other.n}, m={other.m}")
+        other.info = {}
+        for name in self.PER_PROBLEM:
+            setattr(self, name, getattr(self, name).index_copy(0, slots, getattr(other, name)))
+        self.P, self.A = self.P.replace(slots, other.P), self.A.replace(slots, other.A)
+        self.linsys.replace(slots, other.linsys, self.P, self.A)
+        self.names = list(self.names)
+        for i, name in zip(slots.tolist(), other.names):
+            self.names[i] = name
         self.info = {}
 
     def unscaled_x(self) -> torch.Tensor:

@@ -102,6 +102,15 @@ class SparseBatch(BatchMatrix):
         return SparseBatch(new_id[self.batch[keep]], self.row[keep], self.col[keep], self.values[keep],
                            idx.numel(), self.rows, self.cols)
 
+    def replace(self, slots: torch.Tensor, other: "SparseBatch") -> "SparseBatch":
+        """This batch with problems ``slots`` replaced by the problems of ``other`` (in order)."""
+        gone = torch.zeros(self.size, dtype=torch.bool, device=self.batch.device)
+        gone[slots] = True
+        keep = ~gone[self.batch]
+        return SparseBatch(torch.cat([self.batch[keep], slots[other.batch]]), torch.cat([self.row[keep], other.row]),
+                           torch.cat([self.col[keep], other.col]), torch.cat([self.values[keep], other.values]),
+                           self.size, self.rows, self.cols)
+
     def _block_csr(self, transpose: bool) -> torch.Tensor:
         r, c = (self.col, self.row) if transpose else (self.row, self.col)
         nr, nc = (self.cols, self.rows) if transpose else (self.rows, self.cols)
@@ -176,6 +185,10 @@ class LinearSystem(ABC):
     def take(self, idx: torch.Tensor, P: BatchMatrix, A: BatchMatrix) -> None:
         """Keep only the problems ``idx`` (whose matrices are now P and A), factors included."""
 
+    @abstractmethod
+    def replace(self, slots: torch.Tensor, other: "LinearSystem", P: BatchMatrix, A: BatchMatrix) -> None:
+        """Problems ``slots`` become those of ``other`` (factors included); P and A are the new matrices."""
+
 
 class DenseCholesky(LinearSystem):
     """Batched dense Cholesky of the reduced system: one ``cholesky_ex`` for the whole batch."""
@@ -201,6 +214,13 @@ class DenseCholesky(LinearSystem):
     def take(self, idx: torch.Tensor, P: BatchMatrix, A: BatchMatrix) -> None:
         self.P, self.A = P, A
         self.Pd, self.Ad, self.L = self.Pd[idx], self.Ad[idx], self.L[idx]
+
+    def replace(self, slots: torch.Tensor, other: LinearSystem, P: BatchMatrix, A: BatchMatrix) -> None:
+        assert isinstance(other, DenseCholesky)
+        self.P, self.A = P, A
+        self.Pd = self.Pd.index_copy(0, slots, other.Pd)
+        self.Ad = self.Ad.index_copy(0, slots, other.Ad)
+        self.L = self.L.index_copy(0, slots, other.L)
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         # two triangular solves: several times faster than cholesky_solve for small batched systems
@@ -242,6 +262,12 @@ class SparseLDL(LinearSystem):
         self.P, self.A = P, A
         keep = idx.tolist()
         self.Ps, self.As, self.factors = [self.Ps[b] for b in keep], [self.As[b] for b in keep], [self.factors[b] for b in keep]
+
+    def replace(self, slots: torch.Tensor, other: LinearSystem, P: BatchMatrix, A: BatchMatrix) -> None:
+        assert isinstance(other, SparseLDL)
+        self.P, self.A = P, A
+        for j, b in enumerate(slots.tolist()):
+            self.Ps[b], self.As[b], self.factors[b] = other.Ps[j], other.As[j], other.factors[j]
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(rhs)

@@ -326,10 +326,15 @@ class QPBatch:
         return self.l.shape[1]
 
     @classmethod
-    def from_qps(cls, qps: list[QP], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> "QPBatch":
+    def from_qps(cls, qps: list[QP], device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64,
+                 n: int | None = None, m: int | None = None) -> "QPBatch":
+        """Pad to the largest problem, or to given sizes ``n`` and ``m`` (a live batch's)."""
         if not qps:
             raise ValueError("a QP batch needs at least one problem")
-        B, n, m = len(qps), max(p.n for p in qps), max(max(p.m for p in qps), 1)
+        B, n_max, m_max = len(qps), max(p.n for p in qps), max(max(p.m for p in qps), 1)
+        if (n is not None and n < n_max) or (m is not None and m < m_max):
+            raise ValueError(f"cannot pad problems of sizes up to n={n_max}, m={m_max} to n={n}, m={m}")
+        n, m = n or n_max, m or m_max
         q = np.zeros((B, n))
         l = np.full((B, m), -np.inf)
         u = np.full((B, m), np.inf)
