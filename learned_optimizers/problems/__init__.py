@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Box, ContextualProblem
+from .qp_mix import QPMix, QPMixSettings
 from .sphere import SphereProblem, SphereSettings
 
-#: family name -> (problem class, its settings dataclass)
-PROBLEM_FAMILIES: dict[str, tuple[type[ContextualProblem], type]] = {
+#: family name -> (problem class, its settings dataclass); "qp" is a distribution of QPs for RLQP
+PROBLEM_FAMILIES: dict[str, tuple[type, type]] = {
     "sphere": (SphereProblem, SphereSettings),
+    "qp": (QPMix, QPMixSettings),
 }
 
 
-def make_problem(family: str, **settings: Any) -> ContextualProblem:
+def make_problem(family: str, **settings: Any) -> Any:
     """Build a problem family by name, e.g. ``make_problem("sphere", gamma=0.1)``."""
     if family not in PROBLEM_FAMILIES:
         raise ValueError(f"unknown problem family {family!r}; allowed: {', '.join(sorted(PROBLEM_FAMILIES))}")
@@ -21,4 +23,4 @@ def make_problem(family: str, **settings: Any) -> ContextualProblem:
     return cls(settings_cls(**settings))
 
 
-__all__ = ["Box", "ContextualProblem", "PROBLEM_FAMILIES", "SphereProblem", "SphereSettings", "make_problem"]
+__all__ = ["Box", "ContextualProblem", "PROBLEM_FAMILIES", "QPMix", "QPMixSettings", "SphereProblem", "SphereSettings", "make_problem"]
