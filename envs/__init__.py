@@ -8,11 +8,14 @@ torch form.
 import gymnasium
 
 from .amortization import AmortizationEnv, AmortizationVectorEnv
+from .qp import QPEnv, QPVectorEnv
 from .vector import TorchVectorEnv, resolve_device
 
 #: env id -> one-line description (shown by ``amortize list``)
 ENV_IDS: dict[str, str] = {
     "amortize/Sphere-v0": "c-convex function on S^2 (tutorial 4.2): context -> point on the sphere, one step",
+    "amortize/QP-RLQP-v0": "OSQP as an MDP (RLQP): per-constraint features -> log10 rho per row, K ADMM iterations a step",
+    "amortize/QP-RLQP-Scalar-v0": "OSQP as an MDP, scalar variant: global residual features -> one log10 rho",
 }
 
 if "amortize/Sphere-v0" not in gymnasium.registry:
@@ -23,4 +26,9 @@ if "amortize/Sphere-v0" not in gymnasium.registry:
         kwargs={"family": "sphere"},
     )
 
-__all__ = ["AmortizationEnv", "AmortizationVectorEnv", "ENV_IDS", "TorchVectorEnv", "resolve_device"]
+for _id, _variant in (("amortize/QP-RLQP-v0", "vector"), ("amortize/QP-RLQP-Scalar-v0", "scalar")):
+    if _id not in gymnasium.registry:
+        gymnasium.register(id=_id, entry_point="envs.qp:QPEnv", vector_entry_point="envs.qp:QPVectorEnv",
+                           kwargs={"variant": _variant})
+
+__all__ = ["AmortizationEnv", "AmortizationVectorEnv", "ENV_IDS", "QPEnv", "QPVectorEnv", "TorchVectorEnv", "resolve_device"]
