@@ -49,6 +49,7 @@ class Agent(ABC):
 
 def make_agent(config: RunConfig, run: RunDir) -> Agent:
     from .amortizers import ObjectiveAmortizer, RegressionAmortizer
+    from .rlqp_td3 import RLQPAgent
     from .sb3 import SB3Agent
 
     kinds: dict[str, type[Agent]] = {
@@ -58,5 +59,6 @@ def make_agent(config: RunConfig, run: RunDir) -> Agent:
         "td3": SB3Agent,
         "ddpg": SB3Agent,
         "ppo": SB3Agent,
+        "rlqp_td3": RLQPAgent,
     }
     return kinds[config.agent.kind](config, run)

@@ -65,6 +65,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     common = dict(name=args.name or f"bench-{args.family}", device=args.device or "auto", seed=args.seed or 0, root=args.root)
     if args.family == "sphere":
         summary = BENCHMARKS["sphere"](methods=_csv(args.methods), budget_scale=args.budget_scale, **common)
+    elif args.policy:
+        from .bench_rlqp import bench_rlqp
+
+        common["name"] = args.name or "bench-rlqp"
+        common.pop("seed")
+        summary = bench_rlqp(args.policy, per_size=args.instances if args.instances_given else 5,
+                             problems_dir=args.problems, eps=args.eps, groups=_csv(args.groups), **common)
     else:
         summary = BENCHMARKS["qp"](classes=_csv(args.classes), sizes=_csv(args.sizes, int), instances=args.instances,
                                    problems_dir=args.problems, with_throughput=not args.no_throughput, **common)
@@ -100,11 +107,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print("environments:")
     for env_id, text in ENV_IDS.items():
-        print(f"  {env_id:24s} {text}")
+        print(f"  {env_id:28s} {text}")
     print("agent kinds:")
     doc = {"objective": "L_obj: differentiate f", "regression": "L_reg: regress onto solver optima",
            "sac": "L^RL: stable-baselines3 SAC", "td3": "L^RL: stable-baselines3 TD3",
-           "ddpg": "L^RL: stable-baselines3 DDPG", "ppo": "L^RL: stable-baselines3 PPO"}
+           "ddpg": "L^RL: stable-baselines3 DDPG", "ppo": "L^RL: stable-baselines3 PPO",
+           "rlqp_td3": "RLQP: batched TD3 with a shared per-constraint actor (rho per row)"}
     for kind in AGENT_KINDS:
         print(f"  {kind:24s} {doc.get(kind, '')}")
     print("benchmark families:")
@@ -156,7 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     fp = families.add_parser("qp", help="our batched OSQP core against the real osqp package")
     fp.add_argument("--classes", help="comma-separated subset of random,eq,portfolio,control,lasso,huber,svm (default all)")
     fp.add_argument("--sizes", help="comma-separated problem sizes n (default 10,20,50)")
-    fp.add_argument("--instances", type=int, default=10, help="problems per class and size (default 10)")
+    fp.add_argument("--instances", type=int, help="problems per class and size (default 10; 5 with --policy)")
+    fp.add_argument("--policy", metavar="PATH", help="a trained RLQP policy file: add RLQP to the comparison")
+    fp.add_argument("--eps", type=float, help="with --policy: tolerance (default: the policy's training eps)")
+    fp.add_argument("--groups", help="with --policy: comma-separated group prefixes to run (e.g. random,lasso)")
     fp.add_argument("--problems", metavar="DIR", help="a folder of .mat/.npz QPs instead of generated classes")
     fp.add_argument("--no-throughput", action="store_true", help="skip the batched-vs-looped throughput line")
     bench_common(fp)
@@ -183,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if args.command == "train":
         args.items = [*args.items, *extra]
+    if args.command == "bench" and args.family == "qp":
+        args.instances_given = args.instances is not None
+        args.instances = args.instances if args.instances is not None else 10
     try:
         return args.func(args)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -1,0 +1,193 @@
+"""RLQP: the OSQP MDP, the deployable solver with its safeguard, the TD3 trainer and the benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import osqp
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers the env ids)
+from envs.qp import QPVectorEnv
+from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status
+from learned_optimizers.problems.qp import generate
+from learned_optimizers.problems.qp_mix import HELDOUT_SEED_BASE, QPMix, QPMixSettings
+from learned_optimizers.rlqp import RhoPolicy, RLQPSettings, RLQPSolver
+from learned_optimizers.settings import SettingsError
+
+SMALL_MIX = ("random:5,8", "portfolio:5")
+
+
+class HeuristicScalarPolicy(torch.nn.Module):
+    """OSQP's adaptive-rho rule written as a scalar policy over the env's global features."""
+
+    variant = "scalar"
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        f = features.double() * 8.0  # undo the feature scaling: log10 prim, log10 dual, log10 rho
+        log_prim, log_dual, log_rho = f[:, 0], f[:, 1], f[:, 2]
+        estimate = (log_rho + 0.5 * (log_prim - log_dual)).clamp(-6, 6)
+        move = (estimate - log_rho).abs() > np.log10(5.0)
+        return torch.where(move, estimate, log_rho)
+
+
+class ConstantPolicy(torch.nn.Module):
+    variant = "vector"
+
+    def __init__(self, log_rho: float) -> None:
+        super().__init__()
+        self.log_rho = log_rho
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.full(features.shape[:-1], self.log_rho)
+
+
+def reference(qp, settings):
+    s = osqp.OSQP()
+    s.setup(**qp.osqp_data(), **settings.osqp_kwargs())
+    return s.solve(raise_error=False)
+
+
+# ------------------------------------------------------------------ environment
+@pytest.mark.parametrize("env_id", ["amortize/QP-RLQP-v0", "amortize/QP-RLQP-Scalar-v0"])
+def test_env_passes_gymnasium_checker(env_id):
+    env = gym.make(env_id, mix=SMALL_MIX, interval=50, max_steps=4)
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_vector_env_rewards_autoreset_and_invalid_actions():
+    env = QPVectorEnv(4, mix=SMALL_MIX, eps=1e-3, interval=25, max_steps=50)
+    obs, _ = env.reset(seed=3)
+    assert obs["features"].shape == (4, env.m_max, 7) and obs["mask"].dtype == torch.bool
+    first = list(env.batch.names)
+    names_before = list(first)
+    seen_done = False
+    for _ in range(60):
+        actions = torch.full((4, env.m_max), -1.0)
+        actions[0, 0] = float("nan")  # slot 0 sends an invalid action every step: never raises
+        obs, rewards, terminated, truncated, info = env.step(actions)
+        assert bool(info["invalid_action"][0]) and bool(terminated[0])
+        assert rewards[0] == -1.0
+        solved = info["solved"] & terminated
+        assert torch.all(rewards[solved] == 0.0)  # 0 on the step that solves it
+        assert torch.all(rewards[~terminated] == -1.0)  # -1 while unsolved
+        done = terminated | truncated
+        for i in range(1, 4):
+            if bool(done[i]):
+                seen_done = True
+            elif env.batch.names[i] != names_before[i]:
+                pytest.fail("a running problem was replaced")
+        names_before = list(env.batch.names)
+        assert bool(env.batch.running.all())  # finished problems were replaced by fresh ones
+    assert seen_done and env.batch.names != first
+
+
+def test_vector_env_reset_is_seeded():
+    a = QPVectorEnv(3, mix=SMALL_MIX, interval=50)
+    b = QPVectorEnv(3, mix=SMALL_MIX, interval=50)
+    oa, _ = a.reset(seed=11)
+    ob, _ = b.reset(seed=11)
+    assert a.batch.names == b.batch.names
+    torch.testing.assert_close(oa["features"], ob["features"])
+
+
+def test_mix_settings_errors_name_the_field():
+    with pytest.raises(SettingsError, match=r"mix\[0\].*unknown QP class 'randm'"):
+        QPMixSettings(mix=("randm:10",))
+    with pytest.raises(SettingsError, match=r"mix\[1\].*'class:n1,n2"):
+        QPMixSettings(mix=("random:10", "lasso"))
+    with pytest.raises(SettingsError, match="interval"):
+        QPMixSettings(interval=30)
+
+
+def test_heldout_problems_never_share_training_seeds():
+    mix = QPMix(QPMixSettings(mix=SMALL_MIX))
+    train = mix.sample(np.random.default_rng(0), 200)
+    held = mix.heldout(3)
+    seeds = lambda qps: {int(q.name.rsplit("-s", 1)[1]) for q in qps}  # noqa: E731
+    assert max(seeds(train)) < HELDOUT_SEED_BASE <= min(seeds(held))
+    assert [q.name.split("-")[0] for q in train[:4]] == ["random", "portfolio", "random", "portfolio"]  # round-robin
+
+
+# ------------------------------------------------------------------ deployable solver
+def test_heuristic_as_a_policy_reproduces_the_heuristic_iterations():
+    settings = OSQPSettings(eps_abs=1e-5, eps_rel=1e-5)
+    sizes = {"random": (6, 12), "portfolio": (6, 12), "svm": (1, 2)}  # svm n=2 already has 202 variables
+    qps = [generate(c, n, 40 + i) for c, ns in sizes.items() for n in ns for i in range(2)]
+    heuristic = OSQPBatch(qps, settings).solve()
+    learned = RLQPSolver(HeuristicScalarPolicy(), RLQPSettings(osqp=settings, interval=50)).solve(qps)
+    np.testing.assert_array_equal(learned.iterations.numpy(), heuristic.iterations.numpy())
+    assert learned.status_labels() == heuristic.status_labels()
+    assert heuristic.rho_updates.sum() > 0  # the rule did change rho on these problems
+
+
+def test_deployable_solver_needs_neither_sb3_nor_gymnasium(tmp_path):
+    path = tmp_path / "policy.pt"
+    torch.manual_seed(0)
+    RhoPolicy().save(path, mix=list(SMALL_MIX), eps=1e-3, interval=50)
+    code = f"""
+import sys
+from learned_optimizers.rlqp import RhoPolicy, RLQPSolver
+from learned_optimizers.problems.qp import generate
+qp = generate("random", 10, 5)
+result = RLQPSolver(RhoPolicy.load({str(path)!r})).solve([qp])
+assert "stable_baselines3" not in sys.modules and "gymnasium" not in sys.modules, "RL code was imported"
+print(result.status_labels()[0], float(result.objective[0]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    ref = reference(generate("random", 10, 5), OSQPSettings())
+    assert out[0] == ref.info.status == "solved"
+    assert abs(float(out[1]) - ref.info.obj_val) <= 1e-2 * max(1.0, abs(ref.info.obj_val))
+
+
+def test_safeguard_rescues_a_nonsense_policy():
+    settings = OSQPSettings(eps_abs=1e-5, eps_rel=1e-5)
+    qps = [generate("random", 10, 70 + i) for i in range(3)] + [generate("portfolio", 10, 70)]
+    result = RLQPSolver(ConstantPolicy(6.0), RLQPSettings(osqp=settings, interval=50)).solve(qps)
+    assert bool(result.fell_back.all())
+    for i, qp in enumerate(qps):
+        ref = reference(qp, settings)
+        assert ref.info.status == "solved" and result.status_labels()[i] == "solved", qp.name
+        assert abs(float(result.objective[i]) - ref.info.obj_val) <= 1e-3 * max(1.0, abs(ref.info.obj_val))
+
+
+def test_policy_file_round_trip_and_bad_file(tmp_path):
+    torch.manual_seed(1)
+    policy = RhoPolicy(hidden_sizes=(8, 8))
+    policy.save(tmp_path / "p.pt", interval=50)
+    back = RhoPolicy.load(tmp_path / "p.pt")
+    x = torch.randn(5, 3, 7)
+    torch.testing.assert_close(policy(x), back(x))
+    assert back.metadata == {"interval": 50} and float(back(x).detach().abs().max()) <= 6.0
+    torch.save({"weights": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not an RLQP policy file"):
+        RhoPolicy.load(tmp_path / "bad.pt")
+
+
+def test_rlqp_settings_interval_must_align_with_checks():
+    with pytest.raises(ValueError, match="multiple of osqp.check_termination"):
+        RLQPSettings(interval=60)
+
+
+def test_step_api_replace_puts_problems_into_slots():
+    settings = OSQPSettings(adaptive_rho=False)
+    qps = [generate("random", 6, i) for i in range(3)]
+    from learned_optimizers.problems.qp import QPBatch
+
+    live = OSQPBatch(QPBatch.from_qps(qps, n=6, m=60), settings)
+    live.advance(50)
+    newcomer = OSQPBatch(QPBatch.from_qps([generate("random", 5, 9)], n=6, m=60), settings)
+    newcomer.advance(50)
+    live.replace(torch.tensor([1]), newcomer)
+    alone = OSQPBatch([generate("random", 5, 9)], settings)
+    alone.advance(50)
+    torch.testing.assert_close(live.state()["x"][1, :5], alone.state()["x"][0])
+    live.advance(100)
+    alone.advance(100)
+    torch.testing.assert_close(live.state()["x"][1, :5], alone.state()["x"][0])
+    assert int(live.iterations[1]) == int(alone.iterations[0])

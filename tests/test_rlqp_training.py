@@ -1,0 +1,58 @@
+"""RLQP training from a config: a few TD3 steps, resume, the policy file, and the benchmark on it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from agents.bench_rlqp import bench_rlqp
+from agents.config import ConfigError, config_from_dict
+from agents.workflows import resume, train
+from learned_optimizers.rlqp import RhoPolicy
+
+TINY = {
+    "name": "rlqp-tiny",
+    "seed": 3,
+    "device": "cpu",
+    "env": "amortize/QP-RLQP-v0",
+    "problem": {"family": "qp", "mix": ["random:5", "portfolio:5"], "eps": 1e-4, "interval": 25, "max_steps": 20},
+    "agent": {"kind": "rlqp_td3", "hidden_sizes": [16, 16], "num_envs": 4, "batch_size": 64, "buffer_size": 5000,
+              "rows_per_problem": 8, "learning_starts": 2, "gradient_steps": 2, "eval_problems_per_size": 1},
+    "train": {"total_steps": 6, "checkpoint_every": 3, "log_every": 2, "eval_every": 6},
+}
+
+
+def test_rlqp_config_checks_that_agent_problem_and_env_belong_together():
+    config_from_dict(TINY)
+    with pytest.raises(ConfigError, match="agent.kind=rlqp_td3, problem.family=qp"):
+        config_from_dict({**TINY, "env": "amortize/Sphere-v0"})
+    with pytest.raises(ConfigError, match=r"problem: mix\[0\]=.cubic:3.: unknown QP class"):
+        config_from_dict({**TINY, "problem": {**TINY["problem"], "mix": ["cubic:3"]}})
+
+
+def test_train_resume_writes_a_policy_and_bench_reads_it(tmp_path):
+    config = config_from_dict(TINY)
+    run = train(config, root=tmp_path)
+    state = torch.load(run.checkpoints / "latest.pt", weights_only=False)
+    assert state["step"] == 6 and state["buffer"]["size"] > 0
+    assert state["td3"]["updates"] == (6 - 2 + 1) * 2  # updates from learning_starts on
+    policy = RhoPolicy.load(run.path / "policy.pt")
+    assert policy.metadata["interval"] == 25 and policy.metadata["mix"] == ["random:5", "portfolio:5"]
+    assert any(p.name.startswith("events") for p in run.tensorboard.iterdir())
+    resume(run.path, ["train.total_steps=9"])
+    state = torch.load(run.checkpoints / "latest.pt", weights_only=False)
+    assert state["step"] == 9 and state["td3"]["updates"] == 10 + 3 * 2
+
+    result = bench_rlqp(str(run.path / "policy.pt"), name="b", per_size=2, root=tmp_path, device="cpu",
+                        groups=["random (held-out)", "portfolio (held-out)", "eq"])
+    groups = result["groups"]
+    assert set(groups) == {"random (held-out)", "portfolio (held-out)", "eq (unseen)"}
+    for g in groups.values():
+        assert g["osqp_sgm_iter"] > 0 and g["rlqp_sgm_iter"] > 0 and g["eps"] == 1e-4
+        # the safeguard holds even for an almost untrained policy
+        assert g["rlqp_failed_where_osqp_solved"] == 0
+    saved = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert len(saved["records"]) == 2 + 2 + 6 and (tmp_path / "b" / "plots" / "rlqp_iterations.png").is_file()
+    assert "held-out problems of the training classes" in result["table"]
