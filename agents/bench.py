@@ -121,5 +121,11 @@ def _bench_qp(**kwargs: Any) -> dict[str, Any]:
     return bench_qp(**kwargs)
 
 
+def _bench_td3(**kwargs: Any) -> dict[str, Any]:
+    from .bench_td3 import bench_td3
+
+    return bench_td3(**kwargs)
+
+
 #: family -> benchmark function; `amortize bench --help` lists them
-BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {"sphere": bench_sphere, "qp": _bench_qp}
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {"sphere": bench_sphere, "qp": _bench_qp, "td3": _bench_td3}

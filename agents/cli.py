@@ -65,6 +65,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     common = dict(name=args.name or f"bench-{args.family}", device=args.device or "auto", seed=args.seed or 0, root=args.root)
     if args.family == "sphere":
         summary = BENCHMARKS["sphere"](methods=_csv(args.methods), budget_scale=args.budget_scale, **common)
+    elif args.family == "td3":
+        summary = BENCHMARKS["td3"](updates=args.updates, **common)
     elif args.policy:
         from .bench_rlqp import bench_rlqp
 
@@ -165,11 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--classes", help="comma-separated subset of random,eq,portfolio,control,lasso,huber,svm (default all)")
     fp.add_argument("--sizes", help="comma-separated problem sizes n (default 10,20,50)")
     fp.add_argument("--instances", type=int, help="problems per class and size (default 10; 5 with --policy)")
-    fp.add_argument("--policy", metavar="PATH", help="a trained RLQP policy file: add RLQP to the comparison")
+    fp.add_argument("--policy", metavar="PATH", help="a trained RLQP policy file (a run's policy.pt, or 'shipped' for the one in the package): "
+                    "add RLQP to the comparison")
     fp.add_argument("--eps", type=float, help="with --policy: tolerance (default: the policy's training eps)")
-    fp.add_argument("--groups", help="with --policy: comma-separated group prefixes to run (e.g. random,lasso)")
+    fp.add_argument("--groups", help="with --policy: run only groups whose name contains one of these comma-separated parts "
+                    "(e.g. held-out or random,x4 or unseen)")
     fp.add_argument("--problems", metavar="DIR", help="a folder of .mat/.npz QPs instead of generated classes")
     fp.add_argument("--no-throughput", action="store_true", help="skip the batched-vs-looped throughput line")
+    bench_common(fp)
+
+    fp = families.add_parser("td3", help="RLQP's row TD3 learner against stable-baselines3's TD3, updates per second")
+    fp.add_argument("--updates", type=int, default=500, help="timed gradient updates per learner (default 500)")
     bench_common(fp)
 
     p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
