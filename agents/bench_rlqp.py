@@ -28,7 +28,7 @@ from envs import resolve_device
 from learned_optimizers.admm import OSQPBatch, OSQPSettings
 from learned_optimizers.problems.qp import QP, generate, load_qp
 from learned_optimizers.problems.qp_mix import HELDOUT_SEED_BASE, QPMix, QPMixSettings
-from learned_optimizers.rlqp import RhoPolicy, RLQPSettings, RLQPSolver
+from learned_optimizers.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
 
 from .bench_qp import DENSE_LIMIT, run_real_osqp, shifted_geometric_mean
 from .plots import format_table, plot_grouped_bars
@@ -108,11 +108,15 @@ def summarize(records: list[RLQPRecord], max_iter: int) -> dict[str, Any]:
     return out
 
 
+def heldout_groups(mix: QPMix, per_size: int) -> list[tuple[str, list[QP]]]:
+    """Per training class: ``per_size`` problems of every trained size, with seeds training never draws."""
+    return [(f"{name} (held-out)", [generate(name, n, HELDOUT_SEED_BASE + i) for n in sizes for i in range(per_size)])
+            for name, sizes in mix.entries]
+
+
 def _problem_groups(mix: QPMix, per_size: int, problems_dir: str | None) -> list[tuple[str, list[QP], float | None]]:
     """(group name, problems, eps override) in table order."""
-    groups: list[tuple[str, list[QP], float | None]] = []
-    for name, sizes in mix.entries:
-        groups.append((f"{name} (held-out)", [generate(name, n, HELDOUT_SEED_BASE + i) for n in sizes for i in range(per_size)], None))
+    groups: list[tuple[str, list[QP], float | None]] = [(g, qps, None) for g, qps in heldout_groups(mix, per_size)]
     for name, sizes in mix.entries:
         groups.append((f"{name} x4 size", [generate(name, 4 * n, HELDOUT_SEED_BASE + i) for n in sizes for i in range(per_size)], None))
     trained = {name for name, _ in mix.entries}
@@ -141,6 +145,8 @@ def bench_rlqp(
     groups: list[str] | None = None,
 ) -> dict[str, Any]:
     dev = resolve_device(device)
+    if str(policy_path) == "shipped":
+        policy_path = str(SHIPPED_POLICY)
     if not Path(policy_path).is_file():
         raise FileNotFoundError(f"--policy {policy_path!r}: no such file")
     policy = RhoPolicy.load(policy_path, dev)
@@ -153,7 +159,10 @@ def bench_rlqp(
         raise ValueError(f"--instances={per_size}: must be >= 1")
     todo = _problem_groups(mix, per_size, problems_dir)
     if groups:
-        todo = [g for g in todo if any(g[0].startswith(k) for k in groups)]
+        todo = [g for g in todo if any(k in g[0] for k in groups)]
+        if not todo:
+            names = [g for g, _, _ in _problem_groups(mix, per_size, problems_dir)]
+            raise ValueError(f"--groups {','.join(groups)}: matches none of the groups {names}")
     out_dir = RunDir.create(name, root)
     records: list[RLQPRecord] = []
     progress = Progress(len(todo), desc="bench rlqp", unit="group")

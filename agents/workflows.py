@@ -54,8 +54,16 @@ def evaluate(run_path: str | Path, episodes: int | None = None, device: str | No
     if device is not None:
         config.device = device
     agent = make_agent(config, run)
-    predictor = agent.load_predictor()
     dev = resolve_device(config.device)
+    if config.agent.kind == "rlqp_td3":  # a solver, not a context -> solution model
+        from .rlqp_eval import evaluate_rlqp
+        from .rlqp_td3 import RLQPTrainer
+
+        policy = run.path / RLQPTrainer.policy_file
+        if not policy.is_file():
+            raise FileNotFoundError(f"{policy}: no trained policy in this run yet (train or --resume it to the end first)")
+        return evaluate_rlqp(run, config, policy, episodes or config.eval.episodes, dev)
+    predictor = agent.load_predictor()
     episodes_result = gym_episodes(config, predictor, episodes or config.eval.episodes, dev)
     contexts = heldout_contexts(agent.problem, config, dev)
     comparison = compare_with_solver(agent.problem, predictor, contexts, config)
@@ -95,6 +103,10 @@ def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
 
 
 def eval_table(result: dict[str, Any]) -> str:
+    if "vs_osqp" in result:
+        from .rlqp_eval import rlqp_eval_table
+
+        return rlqp_eval_table(result)
     c, g = result["vs_solver"], result["gymnasium"]
     rows = [
         [result["agent"], g["return_mean"], c["model_objective_mean"], c["solver_objective_mean"], c["gap_mean"],

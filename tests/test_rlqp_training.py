@@ -9,7 +9,7 @@ import torch
 
 from agents.bench_rlqp import bench_rlqp
 from agents.config import ConfigError, config_from_dict
-from agents.workflows import resume, train
+from agents.workflows import eval_table, evaluate, resume, train
 from learned_optimizers.rlqp import RhoPolicy
 
 TINY = {
@@ -46,7 +46,7 @@ def test_train_resume_writes_a_policy_and_bench_reads_it(tmp_path):
     assert state["step"] == 9 and state["td3"]["updates"] == 10 + 3 * 2
 
     result = bench_rlqp(str(run.path / "policy.pt"), name="b", per_size=2, root=tmp_path, device="cpu",
-                        groups=["random (held-out)", "portfolio (held-out)", "eq"])
+                        groups=["held-out", "eq"])
     groups = result["groups"]
     assert set(groups) == {"random (held-out)", "portfolio (held-out)", "eq (unseen)"}
     for g in groups.values():
@@ -56,3 +56,15 @@ def test_train_resume_writes_a_policy_and_bench_reads_it(tmp_path):
     saved = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert len(saved["records"]) == 2 + 2 + 6 and (tmp_path / "b" / "plots" / "rlqp_iterations.png").is_file()
     assert "held-out problems of the training classes" in result["table"]
+
+    with pytest.raises(ValueError, match="--groups cubic: matches none of the groups"):
+        bench_rlqp(str(run.path / "policy.pt"), name="c", root=tmp_path, device="cpu", groups=["cubic"])
+
+    evaluated = evaluate(run.path, episodes=5)
+    g = evaluated["gymnasium"]
+    assert g["episodes"] == 5 and 1 <= g["episode_length_mean"] <= 20 and 0 <= g["solved_fraction"] <= 1
+    # return = -(steps while unsolved): -length, +1 when the last step solved it
+    assert g["return_mean"] == pytest.approx(-(g["episode_length_mean"] - g["solved_fraction"]))
+    assert set(evaluated["vs_osqp"]) == {"random (held-out)", "portfolio (held-out)"}
+    assert json.loads((run.path / "eval.json").read_text())["vs_osqp"]["random (held-out)"]["problems"] == 1
+    assert "osqp/rlqp" in eval_table(evaluated)
