@@ -9,7 +9,7 @@ every ``interval`` iterations instead of OSQP's heuristic, and a safeguard
 that hands a problem back to the heuristic when the policy stops making
 progress. Only torch is needed to load a policy and solve::
 
-    policy = RhoPolicy.load("rlqp_policy.pt")
+    policy = RhoPolicy.load(SHIPPED_POLICY)    # or a run's policy.pt
     result = RLQPSolver(policy).solve([qp])
 """
 
@@ -33,6 +33,8 @@ LOG_RHO_MIN, LOG_RHO_MAX = -6.0, 6.0
 CONSTRAINT_FEATURES = 7
 #: problem-level features of the scalar variant: global primal, global dual, log10 rho, iterations / 1000
 GLOBAL_FEATURES = 4
+#: the policy trained with configs/rlqp_cpu.yaml, shipped inside the package
+SHIPPED_POLICY = Path(__file__).parent / "policies" / "rlqp_cpu.pt"
 _FEATURE_SCALE = 8.0  # logs of 1e-8..1e6 land in about [-1, 1]
 
 
@@ -194,7 +196,8 @@ class RLQPSolver:
         if getattr(policy, "variant", None) not in ("vector", "scalar"):
             raise ValueError("policy.variant must be 'vector' or 'scalar'")
         self.policy = policy.eval()
-        self.settings = settings or RLQPSettings()
+        # a policy file records the interval it was trained with: the one it knows how to use
+        self.settings = settings or RLQPSettings(interval=getattr(policy, "metadata", {}).get("interval", 100))
 
     def solve(self, problems: list[QP] | QPBatch, device: torch.device | str = "cpu",
               backend: Literal["dense", "sparse"] = "dense") -> RLQPSolution:
