@@ -23,14 +23,10 @@ from learned_optimizers.admm import solve_qps, OSQPSettings
 from learned_optimizers.rlqp import CONSTRAINT_FEATURES, LOG_RHO_MAX, LOG_RHO_MIN, RhoPolicy, RLQPSettings, RLQPSolver
 
 from .base import Agent, Predictor
+from .bench_qp import shifted_geometric_mean
 from .progress import Progress
 from .runs import RunDir
 from .seeding import seed_everything
-
-
-def shifted_geomean(values, shift: float = 10.0) -> float:
-    v = np.asarray(values, dtype=float)
-    return float(np.exp(np.mean(np.log(v + shift))) - shift)
 
 
 class Critic(nn.Module):
@@ -247,7 +243,7 @@ class RLQPTrainer:
         """SGM iterations of OSQP's heuristic over SGM iterations of the current policy (> 1: RLQP wins)."""
         ours = RLQPSolver(self.td3.actor, self.solver_settings()).solve(heldout, device=self.device)
         self.td3.actor.train()
-        return shifted_geomean(baseline.iterations.tolist()) / shifted_geomean(ours.iterations.tolist())
+        return shifted_geometric_mean(baseline.iterations.tolist()) / shifted_geometric_mean(ours.iterations.tolist())
 
     def _log(self, writer, step, ep_steps, ep_iters, stats, log_rho, sps) -> None:
         if ep_steps:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import osqp
 import pytest
 import torch
+import yaml
 from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the env ids)
@@ -17,10 +19,13 @@ from envs.qp import QPVectorEnv
 from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status
 from learned_optimizers.problems.qp import generate
 from learned_optimizers.problems.qp_mix import HELDOUT_SEED_BASE, QPMix, QPMixSettings
-from learned_optimizers.rlqp import RhoPolicy, RLQPSettings, RLQPSolver
+from agents.bench_qp import shifted_geometric_mean
+from learned_optimizers.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
 from learned_optimizers.settings import SettingsError
 
 SMALL_MIX = ("random:5,8", "portfolio:5")
+#: what the shipped policy must at least achieve on the small held-out set of the test below (measured 1.56)
+RATIO_FLOOR = 1.3
 
 
 class HeuristicScalarPolicy(torch.nn.Module):
@@ -191,3 +196,24 @@ def test_step_api_replace_puts_problems_into_slots():
     alone.advance(100)
     torch.testing.assert_close(live.state()["x"][1, :5], alone.state()["x"][0])
     assert int(live.iterations[1]) == int(alone.iterations[0])
+
+
+def test_shipped_policy_beats_real_osqp_on_held_out_problems():
+    """The policy in the package, on held-out problems of its training classes, against the real osqp."""
+    policy = RhoPolicy.load(SHIPPED_POLICY)
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "rlqp_cpu.yaml").read_text())
+    assert policy.metadata["mix"] == config["problem"]["mix"] and policy.metadata["eps"] == config["problem"]["eps"]
+    assert SHIPPED_POLICY.stat().st_size < 300_000
+    eps = policy.metadata["eps"]
+    settings = OSQPSettings(eps_abs=eps, eps_rel=eps)
+    qps = [generate(c, n, HELDOUT_SEED_BASE + i) for c, n in (("random", 10), ("portfolio", 20), ("lasso", 2),
+                                                                  ("control", 2)) for i in range(3)]
+    result = RLQPSolver(policy, RLQPSettings(osqp=settings, interval=policy.metadata["interval"])).solve(qps)
+    ref_iters = []
+    for i, qp in enumerate(qps):
+        ref = reference(qp, settings)
+        assert ref.info.status == "solved" and result.status_labels()[i] == "solved", qp.name
+        assert abs(float(result.objective[i]) - ref.info.obj_val) <= 1e-4 * max(1.0, abs(ref.info.obj_val))
+        ref_iters.append(ref.info.iter)
+    ratio = shifted_geometric_mean(ref_iters) / shifted_geometric_mean(result.iterations.tolist())
+    assert ratio >= RATIO_FLOOR, f"osqp/RLQP iterations {ratio:.2f}"
