@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/amortize bench sphere --name demo-sphere
+	$(BIN)/amortize bench qp --policy shipped --groups held-out --name demo-rlqp
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
