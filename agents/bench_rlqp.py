@@ -165,16 +165,17 @@ def bench_rlqp(
             raise ValueError(f"--groups {','.join(groups)}: matches none of the groups {names}")
     out_dir = RunDir.create(name, root)
     records: list[RLQPRecord] = []
-    progress = Progress(len(todo), desc="bench rlqp", unit="group")
+    progress = Progress(sum(len(qps) for _, qps, _ in todo), desc="bench rlqp", unit="problem")
     for group, qps, eps_override in todo:
         e = eps_override or eps
         settings = RLQPSettings(osqp=OSQPSettings(eps_abs=e, eps_rel=e), interval=meta["interval"])
         if group.endswith(("@eps", "@1e-3")):  # real problems differ in size: one at a time
             for qp in qps:
                 records += run_group(group, [qp], policy, settings, dev)
+                progress.update(1, last=f"{group} {qp.name}")
         else:
             records += run_group(group, qps, policy, settings, dev)
-        progress.update(1, last=group)
+            progress.update(len(qps), last=group)
     progress.close()
     summary = summarize(records, OSQPSettings().max_iter)
     headers = ["group", "problems", "eps", "osqp solved", "rlqp solved", "rlqp fails osqp solves", "osqp sgm iter",
