@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from learned_optimizers.admm import OSQPSettings
+from learned_optimizers.problems.qp_mix import QPMix
 from learned_optimizers.rlqp import RhoPolicy, RLQPSettings
 
 from .bench_rlqp import heldout_groups, run_group, summarize
@@ -44,8 +45,6 @@ def evaluate_rlqp(run: RunDir, config, policy_path, episodes: int, device: torch
     gym_result = rlqp_episodes(policy, config, episodes, device)
     eps = config.problem.eps
     settings = RLQPSettings(osqp=OSQPSettings(eps_abs=eps, eps_rel=eps), interval=config.problem.interval)
-    from learned_optimizers.problems.qp_mix import QPMix
-
     records = []
     for group, qps in heldout_groups(QPMix(config.problem), config.agent.eval_problems_per_size):
         records += run_group(group, qps, policy, settings, device)

@@ -270,5 +270,6 @@ class RLQPAgent(Agent):
         RLQPTrainer(self.config, self.run, self.device).train(resume)
 
     def load_predictor(self) -> Predictor:
-        raise TypeError("an RLQP run is a solver, not a context -> solution model: use "
-                        f"`amortize bench qp --policy {self.run.path / RLQPTrainer.policy_file}`")
+        raise ValueError(f"{self.run.path}: an RLQP run is a solver, not a context -> solution model; measure it with "
+                         f"`amortize eval {self.run.path}` or `amortize bench qp --policy "
+                         f"{self.run.path / RLQPTrainer.policy_file}`")

@@ -9,7 +9,7 @@ import torch
 
 from agents.bench_rlqp import bench_rlqp
 from agents.config import ConfigError, config_from_dict
-from agents.workflows import eval_table, evaluate, resume, train
+from agents.workflows import eval_table, evaluate, gap, resume, train
 from learned_optimizers.rlqp import RhoPolicy
 
 TINY = {
@@ -68,3 +68,5 @@ def test_train_resume_writes_a_policy_and_bench_reads_it(tmp_path):
     assert set(evaluated["vs_osqp"]) == {"random (held-out)", "portfolio (held-out)"}
     assert json.loads((run.path / "eval.json").read_text())["vs_osqp"]["random (held-out)"]["problems"] == 1
     assert "osqp/rlqp" in eval_table(evaluated)
+    with pytest.raises(ValueError, match="an RLQP run is a solver.*amortize eval"):
+        gap(run.path)
