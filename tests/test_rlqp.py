@@ -217,3 +217,19 @@ def test_shipped_policy_beats_real_osqp_on_held_out_problems():
         ref_iters.append(ref.info.iter)
     ratio = shifted_geometric_mean(ref_iters) / shifted_geometric_mean(result.iterations.tolist())
     assert ratio >= RATIO_FLOOR, f"osqp/RLQP iterations {ratio:.2f}"
+
+
+def test_scalar_variant_trains_with_an_off_the_shelf_sb3_policy():
+    """The scalar env reaches SB3 through the project's one VecEnv adapter; TD3's MlpPolicy acts on it."""
+    from stable_baselines3 import TD3
+
+    from agents.vec_adapter import SB3VecEnvAdapter
+
+    venv = SB3VecEnvAdapter(QPVectorEnv(4, "scalar", "cpu", mix=SMALL_MIX, interval=25, max_steps=5))
+    venv.seed(0)
+    model = TD3("MlpPolicy", venv, learning_starts=8, batch_size=16, train_freq=1, gradient_steps=1, seed=0,
+                policy_kwargs={"net_arch": [16, 16]})
+    model.learn(total_timesteps=40)
+    assert model.num_timesteps == 40 and model.replay_buffer.size() == 10  # 4 envs x 10 steps
+    action, _ = model.predict(venv.reset(), deterministic=True)
+    assert action.shape == (4, 1) and np.all(np.abs(action) <= 6.0)
