@@ -227,6 +227,14 @@ class OSQPBatch:
         if y is not None:
             self.y = torch.as_tensor(y, dtype=self.dtype, device=self.device) * self.Einv * self.c.unsqueeze(1)
 
+    def cold_start(self, which: torch.Tensor) -> None:
+        """Put the problems ``which`` back at OSQP's starting point x = z = y = 0 (iteration counts go on)."""
+        n_mask, m_mask = which.unsqueeze(1), which.unsqueeze(1)
+        for name in ("x", "delta_x"):
+            setattr(self, name, torch.where(n_mask, torch.zeros_like(getattr(self, name)), getattr(self, name)))
+        for name in ("z", "y", "delta_y"):
+            setattr(self, name, torch.where(m_mask, torch.zeros_like(getattr(self, name)), getattr(self, name)))
+
     def set_rho(self, rho_vec: torch.Tensor, which: torch.Tensor | None = None) -> None:
         """Use a per-constraint rho (rows of the scaled problem) and refactor.
 

@@ -152,6 +152,8 @@ class RLQPSettings:
     safeguard_progress: float = setting(0.5, gt=0.0, lt=1.0,
                                         doc="progress = the larger normalized residual fell below this fraction of its best")
     safeguard_budget: float = setting(0.5, gt=0.0, le=1.0, doc="fall back once this fraction of max_iter is spent")
+    safeguard_restart: bool = setting(True, doc="a problem that falls back restarts from OSQP's own start (x = z = y = 0)"
+                                      " rather than from the iterate the policy left")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -163,6 +165,7 @@ class RLQPSettings:
 @dataclass
 class RLQPSolution(QPSolution):
     fell_back: torch.Tensor = None  # (B,) bool: the safeguard handed the problem to the heuristic
+    fell_back_at: torch.Tensor = None  # (B,) iteration at which it did, -1 where it did not
 
 
 class Safeguard:
@@ -173,6 +176,7 @@ class Safeguard:
         self.best = torch.full((batch.B,), float("inf"), dtype=batch.dtype, device=batch.device)
         self.stalled = torch.zeros(batch.B, dtype=torch.long, device=batch.device)
         self.fell_back = torch.zeros(batch.B, dtype=torch.bool, device=batch.device)
+        self.fell_back_at = torch.full((batch.B,), -1, dtype=torch.long, device=batch.device)
 
     def update(self, batch: OSQPBatch) -> torch.Tensor:
         """Record the current residuals; returns the problems that fall back now."""
@@ -185,6 +189,7 @@ class Safeguard:
         over_budget = batch.iterations >= int(s.safeguard_budget * batch.settings.max_iter)
         now = batch.running & ~self.fell_back & ((self.stalled >= s.safeguard_window) | over_budget)
         self.fell_back |= now
+        self.fell_back_at = torch.where(now, batch.iterations, self.fell_back_at)
         return now
 
 
@@ -209,13 +214,17 @@ class RLQPSolver:
         batch.advance(s.interval)  # OSQP's start: rho = 0.1 for the first interval
         while bool(batch.running.any()) and int(batch.iterations.max()) < osqp_settings.max_iter:
             now = guard.update(batch)
-            if bool(now.any()):  # back to OSQP's rule, from its scalar rho, deciding now as it would here
-                batch.set_scalar_rho(batch.rho, which=now)
-                if s.osqp.adaptive_rho:
-                    batch.adapt_rho(now)
+            if bool(now.any()):
+                if s.safeguard_restart:  # OSQP from its own start: osqp's iterates, shifted by the iterations spent
+                    batch.cold_start(now)
+                    batch.set_scalar_rho(torch.full_like(batch.rho, s.osqp.rho), which=now)
+                else:  # OSQP's rule from the policy's iterate, deciding now as it would here
+                    batch.set_scalar_rho(batch.rho, which=now)
+                    if s.osqp.adaptive_rho:
+                        batch.adapt_rho(now)
             learned = batch.running & ~guard.fell_back
             if bool(learned.any()):
                 apply_policy(self.policy, batch, learned)
             batch.advance(s.interval, adapt_rho=guard.fell_back if s.osqp.adaptive_rho else False)
         solution = batch.finish(t0)
-        return RLQPSolution(**vars(solution), fell_back=guard.fell_back.clone())
+        return RLQPSolution(**vars(solution), fell_back=guard.fell_back.clone(), fell_back_at=guard.fell_back_at.clone())

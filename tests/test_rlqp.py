@@ -159,6 +159,16 @@ def test_safeguard_rescues_a_nonsense_policy():
         ref = reference(qp, settings)
         assert ref.info.status == "solved" and result.status_labels()[i] == "solved", qp.name
         assert abs(float(result.objective[i]) - ref.info.obj_val) <= 1e-3 * max(1.0, abs(ref.info.obj_val))
+        # the fallback restarts OSQP from its own start: osqp's run, shifted by the iterations the policy spent
+        assert int(result.fell_back_at[i]) % 50 == 0 and int(result.fell_back_at[i]) > 0
+        assert int(result.iterations[i]) == int(result.fell_back_at[i]) + ref.info.iter, qp.name
+
+
+def test_safeguard_can_continue_from_the_policy_iterate_instead():
+    settings = OSQPSettings(eps_abs=1e-5, eps_rel=1e-5)
+    qps = [generate("random", 10, 70 + i) for i in range(3)]
+    result = RLQPSolver(ConstantPolicy(6.0), RLQPSettings(osqp=settings, interval=50, safeguard_restart=False)).solve(qps)
+    assert bool(result.fell_back.all()) and result.status_labels() == ["solved"] * 3
 
 
 def test_policy_file_round_trip_and_bad_file(tmp_path):
