@@ -99,8 +99,10 @@ def bench_td3(name: str = "bench-td3", updates: int = 500, buffer_rows: int = 20
     dev = resolve_device(device)
     agent = RLQPAgentSettings()
     rows = _random_rows(buffer_rows, torch.Generator().manual_seed(seed))
-    ours = max(_time_ours(agent, rows, updates, dev) for _ in range(repeats))
-    sb3 = max(_time_sb3(agent, rows, updates, dev) for _ in range(repeats))
+    ours, sb3 = 0.0, 0.0
+    for _ in range(repeats):  # interleaved, so a slow spell of a shared machine hits both
+        ours = max(ours, _time_ours(agent, rows, updates, dev))
+        sb3 = max(sb3, _time_sb3(agent, rows, updates, dev))
     out_dir = RunDir.create(name, root)
     table = format_table(["learner", "updates/s", "row transitions/s"],
                          [["amortize RowTD3 (buffer on device)", ours, ours * agent.batch_size],
