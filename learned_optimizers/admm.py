@@ -26,6 +26,7 @@ import torch
 from .linalg import BatchMatrix, DenseCholesky, LinearSystem, SparseLDL
 from .problems.qp import QP, QPBatch
 from .settings import setting, validate
+from .timing import synchronize
 
 # OSQP 1.x constants (osqp_api_constants.h)
 OSQP_INFTY = 1e30
@@ -229,11 +230,11 @@ class OSQPBatch:
 
     def cold_start(self, which: torch.Tensor) -> None:
         """Put the problems ``which`` back at OSQP's starting point x = z = y = 0 (iteration counts go on)."""
-        n_mask, m_mask = which.unsqueeze(1), which.unsqueeze(1)
-        for name in ("x", "delta_x"):
-            setattr(self, name, torch.where(n_mask, torch.zeros_like(getattr(self, name)), getattr(self, name)))
-        for name in ("z", "y", "delta_y"):
-            setattr(self, name, torch.where(m_mask, torch.zeros_like(getattr(self, name)), getattr(self, name)))
+        rows = which.unsqueeze(1)
+        for name in ("x", "delta_x", "z", "y", "delta_y"):
+            value = getattr(self, name)
+            setattr(self, name, torch.where(rows, torch.zeros_like(value), value))
+        self.info = {}
 
     def set_rho(self, rho_vec: torch.Tensor, which: torch.Tensor | None = None) -> None:
         """Use a per-constraint rho (rows of the scaled problem) and refactor.
@@ -323,8 +324,7 @@ class OSQPBatch:
                 self._check_termination(unchecked, approximate=False)
             self._check_termination(self.running, approximate=True)
             self.status = torch.where(self.running, torch.full_like(self.status, int(Status.MAX_ITER_REACHED)), self.status)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        synchronize(self.device)
         return self.solution(time.perf_counter() - started)
 
     def solution(self, solve_seconds: float = 0.0) -> QPSolution:
@@ -502,12 +502,18 @@ class OSQPBatch:
         in_reccone = ~violated.any(dim=1)
         return (norm_dx > DIVISION_TOL) & descent & (Pdx < self.c * eps * norm_dx) & in_reccone
 
-    def _adapt_rho(self, active: torch.Tensor) -> None:
-        """OSQP's rule: rho * sqrt(normalized primal / normalized dual residual), if it moves by > tolerance."""
-        s, info = self.settings, self.info
+    def normalized_residuals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) primal and dual residuals relative to their terms, on the scaled problem: what OSQP's
+        adaptive rule balances (and what a learned rho policy observes). Reads the last ``_update_info``."""
+        info = self.info
         prim = info["scaled_prim_res"] / (torch.maximum(_norm_inf(self.z), _norm_inf(info["Ax"])) + DIVISION_TOL)
         dual_norm = torch.maximum(torch.maximum(_norm_inf(self.q), _norm_inf(info["Aty"])), _norm_inf(info["Px"]))
-        dual = info["scaled_dual_res"] / (dual_norm + DIVISION_TOL)
+        return prim, info["scaled_dual_res"] / (dual_norm + DIVISION_TOL)
+
+    def _adapt_rho(self, active: torch.Tensor) -> None:
+        """OSQP's rule: rho * sqrt(normalized primal / normalized dual residual), if it moves by > tolerance."""
+        s = self.settings
+        prim, dual = self.normalized_residuals()
         estimate = torch.nan_to_num(self.rho * torch.sqrt(prim / dual), nan=RHO_MIN, posinf=RHO_MAX).clamp(RHO_MIN, RHO_MAX)
         change = active & ((estimate > self.rho * s.adaptive_rho_tolerance) | (estimate < self.rho / s.adaptive_rho_tolerance))
         if not bool(change.any()):

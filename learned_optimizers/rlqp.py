@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .admm import DIVISION_TOL, OSQPBatch, OSQPSettings, QPSolution, _norm_inf
+from .admm import OSQPBatch, OSQPSettings, QPSolution
 from .problems.qp import QP, QPBatch
 from .settings import setting, validate
 
@@ -43,17 +43,6 @@ def _symlog(v: torch.Tensor) -> torch.Tensor:
     return torch.sign(v) * (torch.log10(v.abs().clamp(1e-8, 1e6)) + 8.0)
 
 
-def normalized_residuals(batch: OSQPBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The relative primal and dual residuals OSQP's adaptive rule balances (scaled problem).
-
-    Reads ``batch.info``: call after ``batch.state()`` or an update of it."""
-    info = batch.info
-    prim = info["scaled_prim_res"] / (torch.maximum(_norm_inf(batch.z), _norm_inf(info["Ax"])) + DIVISION_TOL)
-    dual_norm = torch.maximum(torch.maximum(_norm_inf(batch.q), _norm_inf(info["Aty"])), _norm_inf(info["Px"]))
-    dual = info["scaled_dual_res"] / (dual_norm + DIVISION_TOL)
-    return prim, dual
-
-
 def _log_res(r: torch.Tensor) -> torch.Tensor:
     return torch.log10(torch.nan_to_num(r, nan=1e6, posinf=1e6).clamp(1e-12, 1e6))
 
@@ -63,7 +52,7 @@ def constraint_features(batch: OSQPBatch) -> torch.Tensor:
     st = batch.state()
     z, l, u = st["z_scaled"], st["l_scaled"], st["u_scaled"]
     slack = torch.minimum(z - l, u - z)
-    prim, dual = normalized_residuals(batch)
+    prim, dual = batch.normalized_residuals()
     m = z.shape[1]
     feats = torch.stack(
         [
@@ -83,7 +72,7 @@ def constraint_features(batch: OSQPBatch) -> torch.Tensor:
 def global_features(batch: OSQPBatch) -> torch.Tensor:
     """(B, GLOBAL_FEATURES) in the batch dtype: what the scalar variant observes."""
     batch.state()
-    prim, dual = normalized_residuals(batch)
+    prim, dual = batch.normalized_residuals()
     feats = torch.stack([_log_res(prim), _log_res(dual), torch.log10(batch.rho),
                          batch.iterations.to(batch.dtype) / 1000.0 * _FEATURE_SCALE], dim=1)
     return feats / _FEATURE_SCALE
@@ -118,7 +107,14 @@ class RhoPolicy(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "RhoPolicy":
-        blob = torch.load(path, map_location=device, weights_only=True)
+        try:
+            blob = torch.load(path, map_location=device, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # not a torch file, or one holding arbitrary objects
+            raise ValueError(f"{str(path)!r} is not an RLQP policy file: torch cannot read it ({err.__class__.__name__})") from None
+        if not isinstance(blob, dict):
+            raise ValueError(f"{str(path)!r} is not an RLQP policy file: it holds a {type(blob).__name__}, not a dict")
         for key in ("state_dict", "in_features", "hidden_sizes", "variant"):
             if key not in blob:
                 raise ValueError(f"{str(path)!r} is not an RLQP policy file: it has no {key!r}")
@@ -181,7 +177,7 @@ class Safeguard:
     def update(self, batch: OSQPBatch) -> torch.Tensor:
         """Record the current residuals; returns the problems that fall back now."""
         s = self.settings
-        prim, dual = normalized_residuals(batch)
+        prim, dual = batch.normalized_residuals()
         merit = torch.nan_to_num(torch.maximum(prim, dual), nan=float("inf"))
         improved = merit < s.safeguard_progress * self.best
         self.best = torch.where(improved, merit, self.best)
