@@ -26,9 +26,10 @@ import torch
 
 from envs import resolve_device
 from learned_optimizers.admm import OSQPBatch, OSQPSettings
-from learned_optimizers.problems.qp import QP, generate, load_qp
-from learned_optimizers.problems.qp_mix import HELDOUT_SEED_BASE, QPMix, QPMixSettings
+from learned_optimizers.problems.qp import QP, load_qp
+from learned_optimizers.problems.qp_mix import QPMix, QPMixSettings, heldout_problems
 from learned_optimizers.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
+from learned_optimizers.timing import synchronize
 
 from .bench_qp import DENSE_LIMIT, run_real_osqp, shifted_geometric_mean
 from .plots import format_table, plot_grouped_bars
@@ -55,19 +56,15 @@ class RLQPRecord:
     fell_back: bool
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def run_group(group: str, qps: list[QP], policy: RhoPolicy, settings: RLQPSettings, device: torch.device) -> list[RLQPRecord]:
     """Real osqp one by one, then our heuristic and RLQP each as one batched solve."""
     backend = "dense" if max(q.n * q.n + q.m * q.n for q in qps) <= DENSE_LIMIT else "sparse"
     heuristic = OSQPBatch(qps, settings.osqp, device=device, backend=backend).solve()
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     learned = RLQPSolver(policy, settings).solve(qps, device=device, backend=backend)
-    _sync(device)
+    synchronize(device)
     rlqp_seconds = (time.perf_counter() - t0) / len(qps)
     h_labels, r_labels = heuristic.status_labels(), learned.status_labels()
     out = []
@@ -110,19 +107,18 @@ def summarize(records: list[RLQPRecord], max_iter: int) -> dict[str, Any]:
 
 def heldout_groups(mix: QPMix, per_size: int) -> list[tuple[str, list[QP]]]:
     """Per training class: ``per_size`` problems of every trained size, with seeds training never draws."""
-    return [(f"{name} (held-out)", [generate(name, n, HELDOUT_SEED_BASE + i) for n in sizes for i in range(per_size)])
-            for name, sizes in mix.entries]
+    return [(f"{name} (held-out)", heldout_problems(name, sizes, per_size)) for name, sizes in mix.entries]
 
 
 def _problem_groups(mix: QPMix, per_size: int, problems_dir: str | None) -> list[tuple[str, list[QP], float | None]]:
     """(group name, problems, eps override) in table order."""
     groups: list[tuple[str, list[QP], float | None]] = [(g, qps, None) for g, qps in heldout_groups(mix, per_size)]
     for name, sizes in mix.entries:
-        groups.append((f"{name} x4 size", [generate(name, 4 * n, HELDOUT_SEED_BASE + i) for n in sizes for i in range(per_size)], None))
+        groups.append((f"{name} x4 size", heldout_problems(name, [4 * n for n in sizes], per_size), None))
     trained = {name for name, _ in mix.entries}
     for name, sizes in UNSEEN_CLASSES.items():
         if name not in trained:
-            groups.append((f"{name} (unseen)", [generate(name, n, HELDOUT_SEED_BASE + i) for n in sizes for i in range(per_size)], None))
+            groups.append((f"{name} (unseen)", heldout_problems(name, sizes, per_size), None))
     if problems_dir:
         files = sorted([*Path(problems_dir).glob("*.mat"), *Path(problems_dir).glob("*.npz")])
         if not files:

@@ -9,6 +9,7 @@ use seeds from it on, so train and test never share a problem.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -55,7 +56,10 @@ class QPMixSettings:
 
     def __post_init__(self) -> None:
         validate(self)
-        parse_mix(self.mix)
+        for i, (name, _) in enumerate(parse_mix(self.mix)):
+            if name not in TRAINING_CLASSES:
+                raise SettingsError(f"mix[{i}]={self.mix[i]!r}: {name} stays out of training so that the benchmark can "
+                                    f"test generalization to it; allowed: {', '.join(TRAINING_CLASSES)}")
         if self.interval % 25:
             raise SettingsError(f"interval={self.interval}: must be a multiple of 25, OSQP's termination-check interval")
 
@@ -85,5 +89,9 @@ class QPMix:
 
     def heldout(self, per_size: int, scale: int = 1) -> list[QP]:
         """``per_size`` problems of every (class, size x scale), with seeds no training draw can take."""
-        return [generate(name, n * scale, HELDOUT_SEED_BASE + i)
-                for name, sizes in self.entries for n in sizes for i in range(per_size)]
+        return [qp for name, sizes in self.entries for qp in heldout_problems(name, [n * scale for n in sizes], per_size)]
+
+
+def heldout_problems(name: str, sizes: Iterable[int], per_size: int) -> list[QP]:
+    """``per_size`` problems of class ``name`` at every size, seeded from ``HELDOUT_SEED_BASE`` on."""
+    return [generate(name, n, HELDOUT_SEED_BASE + i) for n in sizes for i in range(per_size)]
