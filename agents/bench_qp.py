@@ -20,6 +20,7 @@ import torch
 from envs import resolve_device
 from learned_optimizers.admm import OSQPBatch, OSQPSettings
 from learned_optimizers.problems.qp import QP, QP_CLASSES, generate, load_qp
+from learned_optimizers.timing import synchronize
 
 from .plots import format_table
 from .progress import Progress
@@ -65,16 +66,12 @@ def run_real_osqp(qp: QP, settings: OSQPSettings) -> tuple[str, int, float, floa
     return res.info.status, int(res.info.iter), float(res.info.obj_val) + qp.r, time.perf_counter() - t0
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def run_ours(qps: list[QP], settings: OSQPSettings, device: torch.device, backend: str = "dense"):
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     sol = OSQPBatch(qps, settings, device=device, backend=backend).solve()
-    _sync(device)
+    synchronize(device)
     return sol, time.perf_counter() - t0
 
 

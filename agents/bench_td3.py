@@ -22,6 +22,7 @@ import torch
 
 from envs import resolve_device
 from learned_optimizers.rlqp import CONSTRAINT_FEATURES, LOG_RHO_MAX, LOG_RHO_MIN
+from learned_optimizers.timing import synchronize
 
 from .config import RLQPAgentSettings
 from .plots import format_table
@@ -53,11 +54,11 @@ def _time_ours(agent: RLQPAgentSettings, rows: SimpleNamespace, updates: int, de
     td3, gen = RowTD3(agent, device), torch.Generator(device).manual_seed(0)
     for _ in range(10):  # warm-up
         td3.update(buffer, gen)
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(updates):
         td3.update(buffer, gen)
-    _sync(device)
+    synchronize(device)
     return updates / (time.perf_counter() - t0)
 
 
@@ -79,16 +80,12 @@ def _time_sb3(agent: RLQPAgentSettings, rows: SimpleNamespace, updates: int, dev
     rb.dones[:, 0] = rows.terminal.numpy()
     rb.pos, rb.full = 0, True
     model.train(gradient_steps=10, batch_size=agent.batch_size)  # warm-up
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     model.train(gradient_steps=updates, batch_size=agent.batch_size)
-    _sync(device)
+    synchronize(device)
     return updates / (time.perf_counter() - t0)
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_td3(name: str = "bench-td3", updates: int = 500, buffer_rows: int = 200_000, device: str = "auto",

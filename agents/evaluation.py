@@ -19,15 +19,11 @@ import torch
 
 from learned_optimizers.classical import SolveResult
 from learned_optimizers.problems import ContextualProblem
+from learned_optimizers.timing import synchronize
 
 from .base import Predictor
 from .config import RunConfig
 from .heldout import heldout_contexts, solve
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_predictor(predictor: Predictor, contexts: torch.Tensor, repeats: int) -> float:

@@ -15,6 +15,7 @@ import torch
 
 from .problems.base import ContextualProblem
 from .settings import setting, validate
+from .timing import synchronize
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,6 @@ class SolveResult:
     trace: list[tuple[int, float, torch.Tensor]] = field(default_factory=list)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 def multistart_adam(
     problem: ContextualProblem,
@@ -61,7 +58,7 @@ def multistart_adam(
     device = contexts.device
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(0)
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     y0 = initial if initial is not None else problem.initial_guesses(contexts, settings.restarts, generator)
     restarts, n, d = y0.shape
@@ -84,13 +81,13 @@ def multistart_adam(
         values = problem.objective(y, x_rep)
         keep_best(values, y)
         if it % settings.record_every == 0 or it == settings.steps:
-            _synchronize(device)
+            synchronize(device)
             trace.append((it, time.perf_counter() - start, best_value.clone()))
         if it == settings.steps:
             break
         opt.zero_grad(set_to_none=True)
         values.sum().backward()
         opt.step()
-    _synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     return SolveResult(problem.canonicalize(best_y), best_value.clone(), seconds, trace)
