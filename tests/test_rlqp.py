@@ -17,10 +17,10 @@ from gymnasium.utils.env_checker import check_env
 import envs  # noqa: F401  (registers the env ids)
 from envs.qp import QPVectorEnv
 from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status
-from learned_optimizers.problems.qp import generate
+from learned_optimizers.problems.qp import QPBatch, generate
 from learned_optimizers.problems.qp_mix import HELDOUT_SEED_BASE, QPMix, QPMixSettings
 from agents.bench_qp import shifted_geometric_mean
-from learned_optimizers.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
+from learned_optimizers.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver, constraint_features, policy_rows
 from learned_optimizers.settings import SettingsError
 
 SMALL_MIX = ("random:5,8", "portfolio:5")
@@ -108,6 +108,8 @@ def test_mix_settings_errors_name_the_field():
         QPMixSettings(mix=("random:10", "lasso"))
     with pytest.raises(SettingsError, match="interval"):
         QPMixSettings(interval=30)
+    with pytest.raises(SettingsError, match=r"mix\[1\]='huber:2': huber stays out of training"):
+        QPMixSettings(mix=("random:10", "huber:2"))
 
 
 def test_heldout_problems_never_share_training_seeds():
@@ -180,8 +182,14 @@ def test_policy_file_round_trip_and_bad_file(tmp_path):
     torch.testing.assert_close(policy(x), back(x))
     assert back.metadata == {"interval": 50} and float(back(x).detach().abs().max()) <= 6.0
     torch.save({"weights": 1}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="not an RLQP policy file"):
+    with pytest.raises(ValueError, match="not an RLQP policy file: it has no 'state_dict'"):
         RhoPolicy.load(tmp_path / "bad.pt")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not an RLQP policy file: torch cannot read it"):
+        RhoPolicy.load(tmp_path / "text.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match="holds a Tensor"):
+        RhoPolicy.load(tmp_path / "tensor.pt")
 
 
 def test_rlqp_settings_interval_must_align_with_checks():
@@ -192,8 +200,6 @@ def test_rlqp_settings_interval_must_align_with_checks():
 def test_step_api_replace_puts_problems_into_slots():
     settings = OSQPSettings(adaptive_rho=False)
     qps = [generate("random", 6, i) for i in range(3)]
-    from learned_optimizers.problems.qp import QPBatch
-
     live = OSQPBatch(QPBatch.from_qps(qps, n=6, m=60), settings)
     live.advance(50)
     newcomer = OSQPBatch(QPBatch.from_qps([generate("random", 5, 9)], n=6, m=60), settings)
@@ -243,3 +249,30 @@ def test_scalar_variant_trains_with_an_off_the_shelf_sb3_policy():
     assert model.num_timesteps == 40 and model.replay_buffer.size() == 10  # 4 envs x 10 steps
     action, _ = model.predict(venv.reset(), deterministic=True)
     assert action.shape == (4, 1) and np.all(np.abs(action) <= 6.0)
+
+
+def test_env_step_is_the_core_with_the_action_rho():
+    """A step = set the action's rho, run K iterations of the OSQP core; the observation describes that iterate."""
+    env = QPVectorEnv(3, mix=("random:6",), eps=1e-7, interval=25, max_steps=10)
+    obs, _ = env.reset(seed=5)
+    qps = [generate("random", 6, int(name.rsplit("-s", 1)[1])) for name in env.batch.names]
+    core = OSQPBatch(QPBatch.from_qps(qps, n=env.n_max, m=env.m_max), env.osqp_settings)
+    core.advance(25)  # reset's first K iterations at OSQP's rho
+    torch.testing.assert_close(obs["features"], constraint_features(core).float())
+
+    log_rho = torch.linspace(-2.0, 2.0, env.m_max).expand(3, -1).contiguous()
+    _, _, terminated, _, info = env.step(log_rho)
+    core.set_rho(10.0 ** log_rho.double())
+    core.advance(25)
+    assert info["iterations"].tolist() == core.iterations.tolist() == [50, 50, 50]
+    final = info["final_obs"]["features"]
+    torch.testing.assert_close(final, constraint_features(core).float())
+    # the rho feature is the action on the rows a policy sets (loose rows stay at rho_min = 1e-6)
+    rows = policy_rows(core)
+    torch.testing.assert_close(final[..., 3][rows] * 8.0, log_rho[rows])
+    assert torch.all(final[..., 3][~rows & core.con_mask] * 8.0 == -6.0)
+    # a different action gives a different iterate: the action is not ignored
+    other = QPVectorEnv(3, mix=("random:6",), eps=1e-7, interval=25, max_steps=10)
+    other.reset(seed=5)
+    _, _, _, _, info2 = other.step(torch.full((3, env.m_max), 3.0))
+    assert not torch.allclose(info2["final_obs"]["features"], final)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from agents.bench_rlqp import bench_rlqp
 from agents.config import ConfigError, config_from_dict
@@ -38,9 +40,17 @@ def test_train_resume_writes_a_policy_and_bench_reads_it(tmp_path):
     state = torch.load(run.checkpoints / "latest.pt", weights_only=False)
     assert state["step"] == 6 and state["buffer"]["size"] > 0
     assert state["td3"]["updates"] == (6 - 2 + 1) * 2  # updates from learning_starts on
+    actor, target = state["td3"]["actor"], state["td3"]["actor_target"]
+    # the target starts as a copy of the actor: they differ only if gradient steps moved the actor
+    assert any(not torch.equal(actor[k], target[k]) for k in actor)
     policy = RhoPolicy.load(run.path / "policy.pt")
     assert policy.metadata["interval"] == 25 and policy.metadata["mix"] == ["random:5", "portfolio:5"]
-    assert any(p.name.startswith("events") for p in run.tensorboard.iterdir())
+    acc = EventAccumulator(str(run.tensorboard))
+    acc.Reload()
+    assert {"rollout/episode_length", "rollout/admm_iterations", "train/critic_loss", "train/actor_loss", "time/sps",
+            "eval/iteration_ratio_heuristic_over_rlqp"} <= set(acc.Tags()["scalars"])
+    assert "rollout/log10_rho" in acc.Tags()["histograms"]
+    assert all(np.isfinite(e.value) for e in acc.Scalars("train/critic_loss"))
     resume(run.path, ["train.total_steps=9"])
     state = torch.load(run.checkpoints / "latest.pt", weights_only=False)
     assert state["step"] == 9 and state["td3"]["updates"] == 10 + 3 * 2
