@@ -49,6 +49,8 @@ class Agent(ABC):
 
 def make_agent(config: RunConfig, run: RunDir) -> Agent:
     from .amortizers import ObjectiveAmortizer, RegressionAmortizer
+    from .config import FIXED_POINT_ENV
+    from .fixed_point import FixedPointObjectiveAgent, FixedPointRegressionAgent, FixedPointSB3Agent
     from .rlqp_td3 import RLQPAgent
     from .sb3 import SB3Agent
 
@@ -60,5 +62,9 @@ def make_agent(config: RunConfig, run: RunDir) -> Agent:
         "ddpg": SB3Agent,
         "ppo": SB3Agent,
         "rlqp_td3": RLQPAgent,
+        "fp_objective": FixedPointObjectiveAgent,
+        "fp_regression": FixedPointRegressionAgent,
     }
+    if config.env == FIXED_POINT_ENV and config.agent.kind in ("sac", "td3", "ddpg"):
+        return FixedPointSB3Agent(config, run)
     return kinds[config.agent.kind](config, run)

@@ -127,5 +127,12 @@ def _bench_td3(**kwargs: Any) -> dict[str, Any]:
     return bench_td3(**kwargs)
 
 
+def _bench_fixed_point(**kwargs: Any) -> dict[str, Any]:
+    from .bench_fixed_point import bench_fixed_point
+
+    return bench_fixed_point(**kwargs)
+
+
 #: family -> benchmark function; `amortize bench --help` lists them
-BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {"sphere": bench_sphere, "qp": _bench_qp, "td3": _bench_td3}
+BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {"sphere": bench_sphere, "qp": _bench_qp, "td3": _bench_td3,
+                                                        "fixed-point": _bench_fixed_point}

@@ -67,6 +67,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         summary = BENCHMARKS["sphere"](methods=_csv(args.methods), budget_scale=args.budget_scale, **common)
     elif args.family == "td3":
         summary = BENCHMARKS["td3"](updates=args.updates, **common)
+    elif args.family == "fixed-point":
+        common["seed"] = args.seed if args.seed is not None else 1_000_003
+        summary = BENCHMARKS["fixed-point"](family=args.map_family, checkpoints=args.checkpoint, contexts=args.contexts,
+                                           safeguard=args.safeguard, **common)
     elif args.policy:
         from .bench_rlqp import bench_rlqp
 
@@ -114,7 +118,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     doc = {"objective": "L_obj: differentiate f", "regression": "L_reg: regress onto solver optima",
            "sac": "L^RL: stable-baselines3 SAC", "td3": "L^RL: stable-baselines3 TD3",
            "ddpg": "L^RL: stable-baselines3 DDPG", "ppo": "L^RL: stable-baselines3 PPO",
-           "rlqp_td3": "RLQP: batched TD3 with a shared per-constraint actor (rho per row)"}
+           "rlqp_td3": "RLQP: batched TD3 with a shared per-constraint actor (rho per row)",
+           "fp_objective": "NeuralFP: backpropagate residuals through the unrolled fixed-point env",
+           "fp_regression": "HyperAnderson: regress unrolled iterates onto converged fixed points"}
     for kind in AGENT_KINDS:
         print(f"  {kind:24s} {doc.get(kind, '')}")
     print("benchmark families:")
@@ -179,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     fp = families.add_parser("td3", help="RLQP's row TD3 learner against stable-baselines3's TD3, updates per second")
     fp.add_argument("--updates", type=int, default=500, help="timed gradient updates per learner (default 500)")
     bench_common(fp)
+
+    fp = families.add_parser("fixed-point", help="plain iteration and Anderson against trained fixed-point agents")
+    fp.add_argument("--family", dest="map_family", default="deq", help="map family: deq or ista (default deq)")
+    fp.add_argument("--checkpoint", action="append", metavar="RUN_DIR",
+                    help="a trained run on amortize/FixedPoint-v0 (repeat for several); none: classical methods only")
+    fp.add_argument("--contexts", type=int, default=512, help="held-out contexts (default 512)")
+    fp.add_argument("--safeguard", type=float, metavar="FACTOR",
+                    help="replace a learned step by the classical one when it multiplies the residual by more than FACTOR")
+    bench_common(fp)
+    fp.set_defaults(seed=None)
 
     p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
     p.add_argument("run", metavar="RUN_DIR")

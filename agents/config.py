@@ -19,6 +19,7 @@ from envs import ENV_IDS
 from learned_optimizers.classical import MultistartAdamSettings
 from learned_optimizers.models import ACTIVATIONS
 from learned_optimizers.problems import PROBLEM_FAMILIES
+from learned_optimizers.problems.fixed_point import FIXED_POINT_FAMILIES
 from learned_optimizers.settings import SettingsError, check_value, setting
 
 
@@ -121,12 +122,41 @@ class RLQPAgentSettings:
     eval_problems_per_size: int = setting(2, ge=1, doc="held-out problems per (class, size) logged during training")
 
 
+@dataclass
+class FixedPointObjectiveSettings:
+    """NeuralFP's loss: backpropagate the residuals through K unrolled steps of the fixed-point env."""
+
+    kind: str = setting("fp_objective", choices=("fp_objective",))
+    hidden_sizes: tuple[int, ...] = setting((256, 256), ge=1)
+    activation: str = setting("relu", choices=tuple(ACTIVATIONS))
+    learning_rate: float = setting(1e-3, gt=0.0)
+    batch_size: int = setting(128, ge=1, doc="contexts per gradient step (the env's num_envs)")
+    learn_init: bool = setting(True, doc="learn the initial iterate y_0(x) as well as the update")
+    loss: str = setting("log_ratio", choices=("log_ratio", "ratio"),
+                        doc="log_ratio: mean log10 residual ratio over the unroll; ratio: NeuralFP's sum of ratios")
+    grad_clip: float = setting(1.0, gt=0.0, doc="max gradient norm")
+
+
+@dataclass
+class FixedPointRegressionSettings(FixedPointObjectiveSettings):
+    """HyperAnderson's loss: distance of every unrolled iterate to y*(x) from a converged solve."""
+
+    kind: str = setting("fp_regression", choices=("fp_regression",))
+    dataset_size: int = setting(4096, ge=1, doc="training contexts labelled once with y*(x)")
+
+
+FIXED_POINT_ENV = "amortize/FixedPoint-v0"
+#: agent kinds that train on the fixed-point env
+FIXED_POINT_AGENTS = ("fp_objective", "fp_regression", *OFF_POLICY_ALGORITHMS)
+
 AGENT_KINDS: dict[str, type] = {
     "objective": ObjectiveAgentSettings,
     "regression": RegressionAgentSettings,
     **{k: OffPolicyAgentSettings for k in OFF_POLICY_ALGORITHMS},
     "ppo": PPOAgentSettings,
     "rlqp_td3": RLQPAgentSettings,
+    "fp_objective": FixedPointObjectiveSettings,
+    "fp_regression": FixedPointRegressionSettings,
 }
 
 
@@ -268,6 +298,14 @@ def config_from_dict(raw: Any) -> RunConfig:
             f"agent.kind={config.agent.kind!r}, problem.family={config.problem_family!r}, env={config.env!r}: "
             "RLQP needs all three of agent.kind=rlqp_td3, problem.family=qp and env=amortize/QP-RLQP-v0"
         )
+    fixed_point = config.problem_family in FIXED_POINT_FAMILIES
+    if fixed_point != (config.env == FIXED_POINT_ENV):
+        raise ConfigError(f"problem.family={config.problem_family!r} and env={config.env!r}: the fixed-point families "
+                          f"({', '.join(FIXED_POINT_FAMILIES)}) go with env={FIXED_POINT_ENV} and only there")
+    if fixed_point and config.agent.kind not in FIXED_POINT_AGENTS:
+        raise ConfigError(f"agent.kind={config.agent.kind!r} cannot train on {FIXED_POINT_ENV}; allowed: {', '.join(FIXED_POINT_AGENTS)}")
+    if not fixed_point and config.agent.kind.startswith("fp_"):
+        raise ConfigError(f"agent.kind={config.agent.kind!r} needs env={FIXED_POINT_ENV}")
     if config.eval.seed == config.seed:
         raise ConfigError(
             f"eval.seed={config.eval.seed} equals seed: held-out contexts must never share the training seed"

@@ -110,3 +110,27 @@ def plot_grouped_bars(path: Path, groups: list[str], series: dict[str, list[floa
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_residual_curves(path: Path, ratios: dict[str, torch.Tensor], trained_steps: int, title: str) -> Path:
+    """Median (line) and quartiles (band) of the residual ratio against the iteration, log scale."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, r in ratios.items():
+        logs = torch.log10(r.double().clamp(min=1e-30)).nan_to_num(nan=np.inf).cpu()
+        q = torch.quantile(logs.clamp(max=10), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=0).numpy()
+        steps = np.arange(logs.shape[1])
+        (line,) = ax.plot(steps, 10 ** q[1], label=label, lw=1.6)
+        ax.fill_between(steps, 10 ** q[0], 10 ** q[2], color=line.get_color(), alpha=0.15)
+    ax.axvline(trained_steps, color="0.4", ls=":", lw=1, label=f"K = {trained_steps} (trained horizon)")
+    for tol in (1e-4, 1e-6):
+        ax.axhline(tol, color="0.7", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration (map evaluations)")
+    ax.set_ylabel("||R(y_k)|| / ||R(y_default)||")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

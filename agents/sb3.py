@@ -64,7 +64,7 @@ def algorithm_kwargs(agent: Any, n_envs: int, action_dim: int, seed: int) -> dic
 class _RunCallback(BaseCallback):
     """Progress, held-out evaluation and rolling checkpoints during ``learn``."""
 
-    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: HeldOut) -> None:
+    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: Any) -> None:
         super().__init__()
         self.agent, self.progress, self.heldout = agent, progress, heldout
         cfg = agent.config.train
@@ -79,9 +79,10 @@ class _RunCallback(BaseCallback):
         self.progress.update(self.training_env.num_envs)
         if n >= self.next_eval:
             self.next_eval += self.agent.config.train.eval_every
-            gap = self.agent.heldout_gap(self.model, self.heldout)
-            self.logger.record("eval/objective_gap", gap)
-            self.progress.update(0, heldout_gap=gap)
+            metrics = self.agent.heldout_metrics(self.model, self.heldout)
+            for key, value in metrics.items():
+                self.logger.record(key, value)
+            self.progress.update(0, **{k.split("/", 1)[-1]: v for k, v in list(metrics.items())[:2]})
         if n >= self.next_ckpt:
             self.next_ckpt += self.agent.config.train.checkpoint_every
             self.agent.checkpoint(self.model)
@@ -107,11 +108,11 @@ class SB3Agent(Agent):
             if isinstance(model, OffPolicyAlgorithm) and (run.checkpoints / CKPT_BUFFER).is_file():
                 model.load_replay_buffer(run.checkpoints / CKPT_BUFFER)
         else:
-            kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, self.problem.solution_dim, cfg.seed)
+            kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, int(env.action_space.shape[0]), cfg.seed)
             model = algo_cls("MlpPolicy", env, device=self.device, **kwargs)
         self._start_step = model.num_timesteps
         model.set_logger(configure(str(run.tensorboard), ["tensorboard"]))
-        heldout = cached_heldout(self.problem, cfg, run, self.device, min(256, cfg.eval.contexts))
+        heldout = self.make_heldout()
         total = cfg.train.total_steps
         progress = Progress(total, initial=self._start_step, desc=f"{run.name} {cfg.agent.kind}")
         try:
@@ -135,16 +136,24 @@ class SB3Agent(Agent):
             model.save_replay_buffer(ckpts / CKPT_BUFFER)
         (ckpts / CKPT_STATE).write_text(json.dumps({"step": int(model.num_timesteps)}))
 
-    def heldout_gap(self, model: BaseAlgorithm, heldout: HeldOut) -> float:
+    def make_heldout(self) -> Any:
+        """What periodic evaluation runs on: held-out contexts with solver optima, cached in the run."""
+        return cached_heldout(self.problem, self.config, self.run, self.device, min(256, self.config.eval.contexts))
+
+    def heldout_metrics(self, model: BaseAlgorithm, heldout: HeldOut) -> dict[str, float]:
+        """TensorBoard tag -> value; the first two also go to the progress line."""
         y = _predict(model, heldout.contexts, self.problem)
         with torch.no_grad():
-            return (self.problem.objective(y, heldout.contexts) - heldout.value).mean().item()
+            return {"eval/objective_gap": (self.problem.objective(y, heldout.contexts) - heldout.value).mean().item()}
 
-    def load_predictor(self) -> Predictor:
+    def load_model(self) -> BaseAlgorithm:
         path: Path = self.run.path / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
-        model = ALGORITHMS[self.config.agent.kind].load(path, device=self.device)
+        return ALGORITHMS[self.config.agent.kind].load(path, device=self.device)
+
+    def load_predictor(self) -> Predictor:
+        model = self.load_model()
         return lambda contexts: _predict(model, contexts, self.problem)
 
 

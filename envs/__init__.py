@@ -8,6 +8,7 @@ torch form.
 import gymnasium
 
 from .amortization import AmortizationEnv, AmortizationVectorEnv
+from .fixed_point import FixedPointEnv, FixedPointVectorEnv
 from .qp import QPEnv, QPVectorEnv
 from .vector import TorchVectorEnv, resolve_device
 
@@ -16,6 +17,8 @@ ENV_IDS: dict[str, str] = {
     "amortize/Sphere-v0": "c-convex function on S^2 (tutorial 4.2): context -> point on the sphere, one step",
     "amortize/QP-RLQP-v0": "OSQP as an MDP (RLQP): per-constraint features -> log10 rho per row, K ADMM iterations a step",
     "amortize/QP-RLQP-Scalar-v0": "OSQP as an MDP, scalar variant: global residual features -> one log10 rho",
+    "amortize/FixedPoint-v0": "fixed-point acceleration (NeuralFP / HyperAnderson): history features -> "
+                              "correction of the plain or Anderson step, one map evaluation a step",
 }
 
 if "amortize/Sphere-v0" not in gymnasium.registry:
@@ -31,4 +34,8 @@ for _id, _variant in (("amortize/QP-RLQP-v0", "vector"), ("amortize/QP-RLQP-Scal
         gymnasium.register(id=_id, entry_point="envs.qp:QPEnv", vector_entry_point="envs.qp:QPVectorEnv",
                            kwargs={"variant": _variant})
 
-__all__ = ["AmortizationEnv", "AmortizationVectorEnv", "ENV_IDS", "QPEnv", "QPVectorEnv", "TorchVectorEnv", "resolve_device"]
+if "amortize/FixedPoint-v0" not in gymnasium.registry:
+    gymnasium.register(id="amortize/FixedPoint-v0", entry_point="envs.fixed_point:FixedPointEnv",
+                       vector_entry_point="envs.fixed_point:FixedPointVectorEnv")
+
+__all__ = ["AmortizationEnv", "AmortizationVectorEnv", "ENV_IDS", "FixedPointEnv", "FixedPointVectorEnv", "QPEnv", "QPVectorEnv", "TorchVectorEnv", "resolve_device"]

@@ -5,7 +5,7 @@ from pathlib import Path
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
-def scalar_steps(run_dir: Path, tag: str) -> list[list[int]]:
+def scalar_steps(run_dir: Path, tag: str, subdir: bool = True) -> list[list[int]]:
     """Steps of ``tag`` per event file, files ordered by when they were written.
 
     File names hold a one-second timestamp and then the pid, so two processes
@@ -13,7 +13,7 @@ def scalar_steps(run_dir: Path, tag: str) -> list[list[int]]:
     first event orders them truly.
     """
     files = []
-    for f in (run_dir / "tb").glob("events.out.tfevents.*"):
+    for f in (run_dir / "tb" if subdir else run_dir).glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(f))
         acc.Reload()
         if tag in acc.Tags()["scalars"]:

@@ -1,0 +1,258 @@
+"""Agents on ``amortize/FixedPoint-v0``: three losses, one environment.
+
+* ``fp_objective`` (NeuralFP): unroll the env's iteration K steps from the
+  learned initial iterate and backpropagate the summed residuals.
+* ``fp_regression`` (HyperAnderson): the same unroll, loss = distance of every
+  iterate (the initial one included) to y*(x) from a converged solve.
+* ``sac`` / ``td3`` / ``ddpg``: stable-baselines3 on the env's actions through
+  the project's one adapter (``FixedPointSB3Agent``).
+
+Every run evaluates on held-out contexts (``eval.seed``) in float64 against
+Anderson acceleration measured in the same call, and logs residual-vs-iteration
+curves to TensorBoard.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from learned_optimizers import fixed_point as fp
+from learned_optimizers.neural_fp import FixedPointAccelerator
+from learned_optimizers.problems.fixed_point import FixedPointMap, FixedPointTaskSettings
+
+from .base import Agent, Predictor
+from .progress import Progress
+from .seeding import generator, seed_everything
+from .sb3 import SB3Agent
+
+#: held-out contexts evaluated during training (the full eval.contexts at the end)
+HELDOUT_DURING_TRAINING = 256
+#: the two tolerances every report uses
+TOLERANCES = (1e-4, 1e-6)
+
+
+@dataclass
+class LearnedAccelerator:
+    """What a trained run deploys: an optional initializer and a policy (observation -> action)."""
+
+    policy: fp.Policy
+    initializer: Callable[[torch.Tensor], torch.Tensor | None] | None = None
+
+    @torch.no_grad()
+    def solve(self, fp_map: FixedPointMap, x: torch.Tensor, steps: int, safeguard: float | None = None) -> fp.FixedPointTrace:
+        y0 = self.initializer(x) if self.initializer is not None else None
+        return fp.solve(fp_map, x, fp_map.settings, steps, policy=self.policy, y0=y0, safeguard=safeguard)
+
+
+def heldout_fixed_point_contexts(fp_map: FixedPointMap, seed: int, n: int, device: torch.device) -> torch.Tensor:
+    """Held-out contexts in float64 (so AA's and the learner's tails are not float32 noise)."""
+    return fp_map.sample_contexts(n, generator(seed, device), device).double()
+
+
+def anderson_settings(fp_map: FixedPointMap) -> FixedPointTaskSettings:
+    """The map's task with the zero action meaning Anderson acceleration: the reference of every report."""
+    return replace(fp_map.settings, mode="hyper_aa")
+
+
+def trace_metrics(trace: fp.FixedPointTrace, steps: int) -> dict[str, float]:
+    """Median evaluations to each tolerance, fraction reaching it, ratio after ``steps`` steps."""
+    out: dict[str, float] = {}
+    for tol in TOLERANCES:
+        its = trace.evaluations_to(tol)
+        reached = torch.isfinite(its)
+        out[f"median_evaluations_to_{tol:g}"] = float(its.median())
+        out[f"reached_{tol:g}"] = float(reached.float().mean())
+    ratio = trace.ratios[:, min(steps, trace.ratios.shape[1] - 1)]
+    out["median_ratio_at_K"] = float(ratio.median())
+    return out
+
+
+def log_curves(writer: SummaryWriter, tag: str, trace: fp.FixedPointTrace) -> None:
+    """Median and quartiles of log10 residual ratio against the iteration, as TensorBoard scalars."""
+    logs = torch.log10(trace.ratios.clamp(min=1e-30)).nan_to_num(nan=math.inf)
+    q = torch.quantile(logs.float(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float32, device=logs.device), dim=0)
+    for k in range(logs.shape[1]):
+        writer.add_scalars(f"residual_vs_iteration/{tag}", {"q25": q[0, k].item(), "median": q[1, k].item(),
+                                                            "q75": q[2, k].item()}, k)
+
+
+class FixedPointUnrollAgent(Agent):
+    """The training loop shared by the two gradient losses; subclasses define ``loss``."""
+
+    model_file = "accelerator.pt"
+
+    def build(self) -> None:
+        agent = self.config.agent
+        self.env = self.make_vector_env(agent.batch_size)
+        self.fp_map: FixedPointMap = self.env.unwrapped.map if hasattr(self.env, "unwrapped") else self.env.map
+        self.model = FixedPointAccelerator(self.config.problem_family, self.config.problem_kwargs(), agent.hidden_sizes,
+                                           agent.activation, agent.learn_init).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=agent.learning_rate)
+
+    def prepare(self, resume: bool) -> None:
+        """Work done once before the loop (labelling a dataset)."""
+
+    def unroll(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The model's iterations from the env's current contexts, differentiable."""
+        y0 = self.model.initial_iterate(self.env.contexts)
+        return self.env.rollout(self.model.act, y0)
+
+    def loss(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train(self, resume: bool = False) -> None:
+        cfg, run = self.config, self.run
+        seed_everything(cfg.seed)
+        self.build()
+        self.env.reset(seed=cfg.seed)
+        step = 0
+        state = run.load_checkpoint(device=self.device) if resume else None
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.env.generator.set_state(state["env_generator"].to(self.env.generator.get_state().device))
+            torch.set_rng_state(state["torch_rng"])
+            step = state["step"]
+        self.prepare(resume)
+        K = self.fp_map.settings.max_steps
+        heldout = heldout_fixed_point_contexts(self.fp_map, cfg.eval.seed, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts), self.device)
+        aa = fp.solve(self.fp_map, heldout, anderson_settings(self.fp_map), K)
+        aa_metrics = trace_metrics(aa, K)
+        total = cfg.train.total_steps
+        writer = SummaryWriter(str(run.tensorboard), purge_step=step if step > 0 else None)
+        progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
+        try:
+            while step < total:
+                self.env.reset()  # fresh contexts from the env's seeded generator
+                self.model.train()
+                loss = self.loss()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"step {step}: the {cfg.agent.kind} loss is {loss.item()}; lower agent.learning_rate")
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.agent.grad_clip)
+                self.optimizer.step()
+                step += 1
+                if step % cfg.train.log_every == 0 or step == total:
+                    writer.add_scalar("train/loss", loss.item(), step)
+                    progress.update(0, loss=loss.item())
+                if step % cfg.train.eval_every == 0 or step == total:
+                    metrics = trace_metrics(self.model.solve(heldout, K), K)
+                    for key, value in metrics.items():
+                        writer.add_scalar(f"eval/{key}", value, step)
+                        writer.add_scalar(f"eval_anderson/{key}", aa_metrics[key], step)
+                    progress.update(0, evals_to_1e4=metrics["median_evaluations_to_0.0001"],
+                                    anderson=aa_metrics["median_evaluations_to_0.0001"])
+                if step % cfg.train.checkpoint_every == 0 or step == total:
+                    self.checkpoint(step)
+                progress.update(1)
+            self.model.eval()
+            log_curves(writer, "learned", self.model.solve(heldout, 2 * K))
+            log_curves(writer, "anderson", fp.solve(self.fp_map, heldout, anderson_settings(self.fp_map), 2 * K))
+        finally:
+            progress.close()
+            writer.close()
+        self.model.save(run.path / self.model_file)
+
+    def checkpoint(self, step: int) -> None:
+        self.run.save_checkpoint({"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                                  "env_generator": self.env.generator.get_state(), "torch_rng": torch.get_rng_state()})
+
+    def load_accelerator(self) -> LearnedAccelerator:
+        path = self.run.path / self.model_file
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
+        model = FixedPointAccelerator.load(path, self.device).eval()
+        return LearnedAccelerator(model.act, model.initial_iterate)
+
+    def load_predictor(self) -> Predictor:
+        """y_theta(x): the iterate after K learned steps (the amortized solution)."""
+        acc = self.load_accelerator()
+        fp_map = make_fp_map(self.config)
+        return lambda x: acc.solve(fp_map, x, fp_map.settings.max_steps).y
+
+
+class FixedPointObjectiveAgent(FixedPointUnrollAgent):
+    """NeuralFP: minimize the residuals along the unroll (their sum, or the mean of their logs)."""
+
+    def loss(self) -> torch.Tensor:
+        ratios, _ = self.unroll()
+        if self.config.agent.loss == "ratio":
+            return ratios.sum(1).mean()
+        return torch.log10(ratios.clamp(min=1e-12)).mean()
+
+
+class FixedPointRegressionAgent(FixedPointUnrollAgent):
+    """HyperAnderson: distance of every iterate to y*(x), relative to the classical start's distance."""
+
+    def prepare(self, resume: bool) -> None:
+        path = self.run.checkpoints / "fixed_point_dataset.pt"
+        if path.is_file():
+            blob = torch.load(path, map_location=self.device)
+            self.x_train, self.y_train = blob["contexts"], blob["solution"]
+        else:
+            n = self.config.agent.dataset_size
+            self.x_train = self.fp_map.sample_contexts(n, generator(self.config.seed + 1, self.device), self.device)
+            self.y_train = fp.converged_solution(self.fp_map, self.x_train, self.fp_map.settings)
+            torch.save({"contexts": self.x_train, "solution": self.y_train}, path)
+        self.batch_gen = generator(self.config.seed + 2, self.device)
+
+    def loss(self) -> torch.Tensor:
+        idx = torch.randint(0, self.x_train.shape[0], (self.config.agent.batch_size,), generator=self.batch_gen, device=self.device)
+        x, target = self.x_train[idx], self.y_train[idx]
+        self.env.reset(options={"contexts": x})
+        _, iterates = self.unroll()
+        scale = (self.fp_map.initial_iterate(x) - target).norm(dim=1).clamp(min=1e-8)
+        distances = torch.stack([(y - target).norm(dim=1) / scale for y in iterates], 1)
+        return distances.mean()
+
+
+def make_fp_map(config) -> FixedPointMap:
+    from learned_optimizers.problems.fixed_point import make_map
+
+    return make_map(config.problem_family, **config.problem_kwargs())
+
+
+class FixedPointSB3Agent(SB3Agent):
+    """SB3 on the fixed-point env; held-out metric: median map evaluations to 1e-4 (AA's alongside)."""
+
+    def make_heldout(self) -> Any:
+        fp_map = make_fp_map(self.config)
+        x = heldout_fixed_point_contexts(fp_map, self.config.eval.seed, min(HELDOUT_DURING_TRAINING, self.config.eval.contexts), self.device)
+        K = fp_map.settings.max_steps
+        return fp_map, x, trace_metrics(fp.solve(fp_map, x, anderson_settings(fp_map), K), K)
+
+    def heldout_metrics(self, model, heldout) -> dict[str, float]:
+        fp_map, x, aa = heldout
+        K = fp_map.settings.max_steps
+        acc = LearnedAccelerator(sb3_policy(model))
+        ours = trace_metrics(acc.solve(fp_map, x, K), K)
+        return {**{f"eval/{k}": v for k, v in ours.items()}, **{f"eval_anderson/{k}": v for k, v in aa.items()}}
+
+    def load_accelerator(self) -> LearnedAccelerator:
+        return LearnedAccelerator(sb3_policy(self.load_model()))
+
+    def load_predictor(self) -> Predictor:
+        acc, fp_map = self.load_accelerator(), make_fp_map(self.config)
+        return lambda x: acc.solve(fp_map, x, fp_map.settings.max_steps).y
+
+
+def sb3_policy(model) -> fp.Policy:
+    """An SB3 policy's deterministic action as a batched torch function, in the env's action units."""
+    policy = model.policy
+    low = torch.as_tensor(model.action_space.low, dtype=torch.float32)
+    high = torch.as_tensor(model.action_space.high, dtype=torch.float32)
+
+    @torch.no_grad()
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        a = policy._predict(obs.to(policy.device, torch.float32), deterministic=True).float()
+        if getattr(policy, "squash_output", False):  # SAC, TD3 and DDPG act in [-1, 1]
+            a = low.to(a.device) + 0.5 * (a + 1.0) * (high - low).to(a.device)
+        return a.to(obs.device)
+
+    return act

@@ -1,0 +1,148 @@
+"""Fixed-point acceleration as an MDP (``amortize/FixedPoint-v0``).
+
+Reset draws contexts x and evaluates the map at the initial iterate (the
+family's default start, or ``options["initial_iterates"]`` from a learned
+initializer). Each step applies the action as a correction of a classical
+step (see ``learned_optimizers.fixed_point``: zero action = plain iteration in
+``neural_fp`` mode, = Anderson acceleration in ``hyper_aa`` mode) and
+evaluates the map once. Reward: -||R(y)|| / ||R(y_default)|| (NeuralFP's
+objective). An episode terminates when that ratio reaches ``tol`` or the
+iterate diverges (NaN/inf, status ``diverged``, reward -``DIVERGED_PENALTY``),
+and is truncated after ``max_steps`` steps. The ratio and status are in ``info``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from learned_optimizers import fixed_point as fp
+from learned_optimizers.fixed_point import FixedPointStatus
+from learned_optimizers.problems.fixed_point import make_map
+
+from .vector import TorchVectorEnv
+
+#: reward of a step whose iterate diverged; a residual ratio above it is clipped to it
+DIVERGED_PENALTY = 10.0
+
+
+class FixedPointVectorEnv(TorchVectorEnv):
+    """``num_envs`` fixed-point solves advancing together (same-step autoreset)."""
+
+    def __init__(self, num_envs: int = 8, family: str = "deq", device: str | torch.device = "cpu", **settings: Any) -> None:
+        self.map = make_map(family, **settings)
+        self.task = self.map.settings
+        bound = self.task.max_correction
+        obs = spaces.Box(-np.inf, np.inf, (fp.observation_dim(self.map, self.task),), np.float32)
+        act = spaces.Box(-bound, bound, (fp.action_dim(self.map, self.task),), np.float32)
+        super().__init__(num_envs, obs, act, device)
+        self.contexts: torch.Tensor | None = None
+        self.state: fp.FixedPointState | None = None
+
+    def _start(self, contexts: torch.Tensor, initial: torch.Tensor | None) -> fp.FixedPointState:
+        with torch.no_grad():
+            return fp.start(self.map, contexts, self.task, initial)
+
+    def _observe(self) -> torch.Tensor:
+        with torch.no_grad():
+            return fp.observe(self.state, self.task).float()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        self.seed_generator(seed)
+        options = options or {}
+        mask = self.reset_mask(options, self.num_envs, self.device)
+        if options.get("contexts") is not None:
+            fresh = torch.as_tensor(options["contexts"], dtype=torch.float32, device=self.device)
+            if fresh.shape != (self.num_envs, self.map.context_dim):
+                raise ValueError(f"options['contexts'] must have shape ({self.num_envs}, {self.map.context_dim}), "
+                                 f"got {tuple(fresh.shape)}")
+            self.map.check_contexts(fresh)
+        else:
+            fresh = self.map.sample_contexts(self.num_envs, self.generator, self.device)
+        initial = options.get("initial_iterates")
+        if initial is not None:
+            initial = torch.as_tensor(initial, dtype=torch.float32, device=self.device)
+            if initial.shape != (self.num_envs, self.map.dim):
+                raise ValueError(f"options['initial_iterates'] must have shape ({self.num_envs}, {self.map.dim}), "
+                                 f"got {tuple(initial.shape)}")
+        started = self._start(fresh, initial)
+        if self.state is None or bool(mask.all()):
+            self.contexts, self.state = fresh, started
+        else:
+            self.contexts = torch.where(mask.unsqueeze(1), fresh, self.contexts)
+            self.state = self.state.where(mask, started)
+        return self._observe(), {"residual_ratio": self.state.ratio.float()}
+
+    def rollout(self, policy: fp.Policy | None, initial_iterates: torch.Tensor | None = None,
+                steps: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Differentiable rollout from the current contexts (``max_steps`` by default), outside
+        the episode bookkeeping: the handle for agents that backpropagate through the iterations."""
+        return fp.rollout(self.map, self.contexts, self.task, steps or self.task.max_steps, policy, initial_iterates)
+
+    def step(self, actions: Any):
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        a = self.as_tensor(actions)
+        invalid = ~torch.isfinite(a).all(dim=1)
+        bound = self.task.max_correction
+        a = torch.nan_to_num(a, nan=0.0).clamp(-bound, bound)
+        with torch.no_grad():
+            self.state = fp.advance(self.map, self.contexts, self.state, a, self.task)
+        ratio = self.state.ratio.float()
+        diverged = invalid | ~torch.isfinite(ratio) | ~torch.isfinite(self.state.y).all(dim=1)
+        converged = ~diverged & (ratio <= self.task.tol)
+        terminated = converged | diverged
+        truncated = ~terminated & (self.state.evaluations >= self.task.max_steps)
+        rewards = torch.where(diverged, torch.full_like(ratio, -DIVERGED_PENALTY), -ratio.clamp(max=DIVERGED_PENALTY))
+        status = torch.full_like(self.state.evaluations, int(FixedPointStatus.RUNNING))
+        status = torch.where(truncated, int(FixedPointStatus.MAX_STEPS), status)
+        status = torch.where(converged, int(FixedPointStatus.CONVERGED), status)
+        status = torch.where(diverged, int(FixedPointStatus.DIVERGED), status)
+        done = terminated | truncated
+        info: dict[str, Any] = {
+            "residual_ratio": ratio,
+            "status": status,
+            "evaluations": self.state.evaluations.clone(),
+            "invalid_action": invalid,
+            "final_obs": self._observe(),
+            "_final_obs": done,
+        }
+        if bool(done.any()):
+            fresh = self.map.sample_contexts(self.num_envs, self.generator, self.device)
+            self.contexts = torch.where(done.unsqueeze(1), fresh, self.contexts)
+            self.state = self.state.where(done, self._start(self.contexts, None))
+        return self._observe(), rewards, terminated, truncated, info
+
+
+class FixedPointEnv(gym.Env):
+    """Single-instance form (``gymnasium.make``): numpy in, numpy out."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, family: str = "deq", **settings: Any) -> None:
+        self.vec = FixedPointVectorEnv(1, family, "cpu", **settings)
+        self.observation_space = self.vec.single_observation_space
+        self.action_space = self.vec.single_action_space
+        self._done = True
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is None and not hasattr(self, "_seeded"):
+            seed = int(self.np_random.integers(2**31))
+        self._seeded = True
+        obs, info = self.vec.reset(seed=seed, options=options)
+        self._done = False
+        return obs[0].numpy(), {"residual_ratio": float(info["residual_ratio"][0])}
+
+    def step(self, action: np.ndarray):
+        if self._done:
+            raise RuntimeError("call reset() before step() (the episode has ended)")
+        _, reward, terminated, truncated, info = self.vec.step(np.asarray(action, dtype=np.float32)[None])
+        self._done = bool(terminated[0] or truncated[0])
+        out = {"residual_ratio": float(info["residual_ratio"][0]), "evaluations": int(info["evaluations"][0]),
+               "status": FixedPointStatus(int(info["status"][0])).label}
+        return info["final_obs"][0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), out
