@@ -63,6 +63,12 @@ def evaluate(run_path: str | Path, episodes: int | None = None, device: str | No
         if not policy.is_file():
             raise FileNotFoundError(f"{policy}: no trained policy in this run yet (train or --resume it to the end first)")
         return evaluate_rlqp(run, config, policy, episodes or config.eval.episodes, dev)
+    if hasattr(agent, "load_accelerator"):  # a fixed-point accelerator: a solver, not a context -> solution model
+        from .fixed_point import evaluate_fixed_point
+
+        result = evaluate_fixed_point(agent, episodes or config.eval.episodes)
+        result["plots"] = []
+        return result
     predictor = agent.load_predictor()
     episodes_result = gym_episodes(config, predictor, episodes or config.eval.episodes, dev)
     contexts = heldout_contexts(agent.problem, config, dev)
@@ -91,6 +97,9 @@ def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
     if device is not None:
         config.device = device
     agent = make_agent(config, run)
+    if hasattr(agent, "load_accelerator"):
+        raise ValueError(f"{run.path}: `amortize gap` compares a model's one pass with solving f(y; x) from scratch; a fixed-point "
+                         "accelerator is itself a solver: use `amortize bench fixed-point --checkpoint RUN` for its comparison with AA")
     result = amortization_gap_curve(agent.problem, agent.load_predictor(), config, resolve_device(config.device))
     run.write_json("gap.json", result)
     plot = plot_gap_curve(run.plots / "gap.png", result, f"{run.name}: solving from scratch vs the amortized model")
@@ -103,6 +112,11 @@ def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
 
 
 def eval_table(result: dict[str, Any]) -> str:
+    if "heldout" in result:
+        g, h = result["gymnasium"], result["heldout"]
+        rows = [[name, g["return_mean"] if name == "learned" else "-", m["median_evaluations_to_0.0001"],
+                 m["median_evaluations_to_1e-06"], m["median_ratio_at_K"]] for name, m in (("learned", h["learned"]), ("anderson", h["anderson"]))]
+        return format_table(["method", "episode return", "med evals 1e-4", "med evals 1e-6", "med ratio @K"], rows)
     if "vs_osqp" in result:
         from .rlqp_eval import rlqp_eval_table
 

@@ -102,3 +102,9 @@ def test_benchmark_refuses_runs_on_other_maps_or_families(tmp_path, capsys):
     assert "trained on family 'deq'" in capsys.readouterr().err
     assert main(["bench", "fixed-point", "--family", "scs", "--root", str(tmp_path)]) == 2
     assert "allowed: deq, ista" in capsys.readouterr().err
+    assert main(["gap", str(a)]) == 2
+    assert "bench fixed-point" in capsys.readouterr().err
+    assert main(["eval", str(a), "--episodes", "2"]) == 0
+    result = json.loads((a / "eval.json").read_text())
+    assert result["gymnasium"]["episodes"] == 2 and result["gymnasium"]["return_mean"] < 0
+    assert 0 < result["heldout"]["anderson"]["median_ratio_at_K"] < 1 and result["heldout"]["contexts"] == 64
