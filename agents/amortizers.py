@@ -19,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from learned_optimizers.models import AmortizedModel
 
 from .base import Agent, Predictor
+from .checkpointing import cached_labels, restore_training_state, training_state
 from .heldout import cached_heldout, solve
 from .progress import Progress
 from .seeding import generator, seed_everything
@@ -52,12 +53,8 @@ class GradientAmortizer(Agent):
         step = 0
         state = run.load_checkpoint(device=self.device) if resume else None
         if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.env.generator.set_state(state["env_generator"].to(self.env.generator.get_state().device))
-            torch.set_rng_state(state["torch_rng"])
+            step = restore_training_state(state, self.model, self.optimizer, self.env)
             obs, _ = self.env.reset(options={"contexts": state["obs"]})
-            step = state["step"]
         self.prepare(resume)
         heldout = cached_heldout(self.problem, cfg, run, self.device, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts))
         total = cfg.train.total_steps
@@ -98,16 +95,7 @@ class GradientAmortizer(Agent):
         return (self.problem.objective(y, heldout.contexts) - heldout.value).mean().item()
 
     def checkpoint(self, step: int, obs: torch.Tensor) -> None:
-        self.run.save_checkpoint(
-            {
-                "step": step,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "env_generator": self.env.generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "obs": obs,
-            }
-        )
+        self.run.save_checkpoint(training_state(step, self.model, self.optimizer, self.env, obs=obs))
 
     def load_predictor(self) -> Predictor:
         model = AmortizedModel.load(self.run.path / self.model_file, self.device)
@@ -123,15 +111,11 @@ class ObjectiveAmortizer(GradientAmortizer):
 class RegressionAmortizer(GradientAmortizer):
     def prepare(self, resume: bool) -> None:
         """Label ``dataset_size`` training contexts with the solver (cached in the run dir)."""
-        path = self.run.checkpoints / "regression_dataset.pt"
-        if path.is_file():
-            blob = torch.load(path, map_location=self.device)
-            self.x_train, self.y_train = blob["contexts"], blob["solution"]
-        else:
-            n = self.config.agent.dataset_size
-            x = self.problem.sample_contexts(n, generator(self.config.seed + 1, self.device), self.device)
-            self.x_train, self.y_train = x, solve(self.problem, x, self.config).solution
-            torch.save({"contexts": self.x_train, "solution": self.y_train}, path)
+        n = self.config.agent.dataset_size
+        self.x_train, self.y_train = cached_labels(
+            self.run.checkpoints / "regression_dataset.pt", self.device,
+            lambda: self.problem.sample_contexts(n, generator(self.config.seed + 1, self.device), self.device),
+            lambda x: solve(self.problem, x, self.config).solution)
         self.batch_gen = generator(self.config.seed + 2, self.device)
 
     def loss(self, contexts: torch.Tensor) -> torch.Tensor:

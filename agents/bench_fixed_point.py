@@ -23,8 +23,7 @@ from learned_optimizers.problems.fixed_point import FIXED_POINT_FAMILIES, FixedP
 from learned_optimizers.timing import synchronize
 
 from .base import make_agent
-from .bench_qp import shifted_geometric_mean
-from .fixed_point import LearnedAccelerator, heldout_fixed_point_contexts
+from .fixed_point import TOLERANCES, LearnedAccelerator, heldout_fixed_point_contexts, trace_metrics
 from .plots import format_table, plot_residual_curves
 from .runs import DEFAULT_ROOT, RunDir
 
@@ -100,19 +99,14 @@ def bench_fixed_point(
         full[label] = acc.solve(fp_map, x, steps, safeguard=safeguard)
 
     aa_at_K = full[aa_label].ratios[:, K]
-    aa_evals = {tol: full[aa_label].evaluations_to(tol) for tol in (1e-4, 1e-6)}
+    aa_metrics = trace_metrics(full[aa_label], K)
     rows, methods = [], {}
     for label, trace in full.items():
-        record: dict[str, Any] = {}
-        for tol in (1e-4, 1e-6):
-            evals = trace.evaluations_to(tol)
-            capped = torch.where(torch.isfinite(evals), evals, torch.full_like(evals, float(steps)))
-            record[f"median_evaluations_{tol:g}"] = float(evals.median())
-            record[f"sgm_evaluations_{tol:g}"] = shifted_geometric_mean(capped.cpu().numpy())
-            record[f"reached_{tol:g}"] = float(torch.isfinite(evals).double().mean())
-            record[f"aa_over_method_median_{tol:g}"] = float(aa_evals[tol].median() / evals.median())
+        record: dict[str, Any] = trace_metrics(trace, K)
+        for tol in TOLERANCES:
+            key = f"median_evaluations_to_{tol:g}"
+            record[f"aa_over_method_median_{tol:g}"] = aa_metrics[key] / record[key]
         at_K, at_2K = trace.ratios[:, K], trace.ratios[:, steps]
-        record["median_ratio_at_K"] = float(at_K.median())
         record["median_ratio_at_2K"] = float(at_2K.median())
         record["worse_than_aa_at_K"] = float((~(at_K <= aa_at_K)).double().mean())
         record["diverged_at_2K"] = float((~torch.isfinite(at_2K)).double().mean())
@@ -120,8 +114,8 @@ def bench_fixed_point(
         record["ms_per_solve_K_steps"] = seconds[label] / contexts * 1e3
         record["ms_per_batch_K_steps"] = seconds[label] * 1e3
         methods[label] = record
-        rows.append([label, record["median_evaluations_0.0001"], record["aa_over_method_median_0.0001"],
-                     record["sgm_evaluations_0.0001"], record["reached_0.0001"], record["median_evaluations_1e-06"],
+        rows.append([label, record["median_evaluations_to_0.0001"], record["aa_over_method_median_0.0001"],
+                     record["sgm_evaluations_to_0.0001"], record["reached_0.0001"], record["median_evaluations_to_1e-06"],
                      record["reached_1e-06"], record["median_ratio_at_K"], record["worse_than_aa_at_K"],
                      record["median_ratio_at_2K"], record["safeguard_fired"], record["ms_per_batch_K_steps"]])
     table = format_table(

@@ -123,13 +123,14 @@ class RLQPAgentSettings:
 
 
 @dataclass
-class FixedPointObjectiveSettings:
-    """NeuralFP's loss: backpropagate the residuals through K unrolled steps of the fixed-point env."""
+class FixedPointObjectiveSettings(ObjectiveAgentSettings):
+    """NeuralFP's loss: backpropagate the residuals through K unrolled steps of the fixed-point env.
+
+    The network settings are the gradient amortizers'; only the defaults differ.
+    """
 
     kind: str = setting("fp_objective", choices=("fp_objective",))
     hidden_sizes: tuple[int, ...] = setting((256, 256), ge=1)
-    activation: str = setting("relu", choices=tuple(ACTIVATIONS))
-    learning_rate: float = setting(1e-3, gt=0.0)
     batch_size: int = setting(128, ge=1, doc="contexts per gradient step (the env's num_envs)")
     learn_init: bool = setting(True, doc="learn the initial iterate y_0(x) as well as the update")
     loss: str = setting("log_ratio", choices=("log_ratio", "ratio"),

@@ -26,9 +26,11 @@ from learned_optimizers.neural_fp import FixedPointAccelerator
 from learned_optimizers.problems.fixed_point import FixedPointMap, FixedPointTaskSettings
 
 from .base import Agent, Predictor
+from .bench_qp import shifted_geometric_mean
+from .checkpointing import cached_labels, restore_training_state, training_state
 from .progress import Progress
 from .seeding import generator, seed_everything
-from .sb3 import SB3Agent
+from .sb3 import SB3Agent, deterministic_actions
 
 #: held-out contexts evaluated during training (the full eval.contexts at the end)
 HELDOUT_DURING_TRAINING = 256
@@ -60,12 +62,15 @@ def anderson_settings(fp_map: FixedPointMap) -> FixedPointTaskSettings:
 
 
 def trace_metrics(trace: fp.FixedPointTrace, steps: int) -> dict[str, float]:
-    """Median evaluations to each tolerance, fraction reaching it, ratio after ``steps`` steps."""
+    """Per tolerance: median and shifted geometric mean (shift 10) of the map evaluations to reach it
+    (unreached counted at the trace's length) and the fraction reaching it; the median ratio after ``steps``."""
     out: dict[str, float] = {}
+    budget = float(trace.ratios.shape[1] - 1)
     for tol in TOLERANCES:
         its = trace.evaluations_to(tol)
         reached = torch.isfinite(its)
         out[f"median_evaluations_to_{tol:g}"] = float(its.median())
+        out[f"sgm_evaluations_to_{tol:g}"] = shifted_geometric_mean(torch.where(reached, its, budget).cpu().numpy())
         out[f"reached_{tol:g}"] = float(reached.float().mean())
     ratio = trace.ratios[:, min(steps, trace.ratios.shape[1] - 1)]
     out["median_ratio_at_K"] = float(ratio.median())
@@ -89,7 +94,7 @@ class FixedPointUnrollAgent(Agent):
     def build(self) -> None:
         agent = self.config.agent
         self.env = self.make_vector_env(agent.batch_size)
-        self.fp_map: FixedPointMap = self.env.unwrapped.map if hasattr(self.env, "unwrapped") else self.env.map
+        self.fp_map: FixedPointMap = self.problem  # the map family, built from the config by ``Agent``
         self.model = FixedPointAccelerator(self.config.problem_family, self.config.problem_kwargs(), agent.hidden_sizes,
                                            agent.activation, agent.learn_init).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=agent.learning_rate)
@@ -113,11 +118,7 @@ class FixedPointUnrollAgent(Agent):
         step = 0
         state = run.load_checkpoint(device=self.device) if resume else None
         if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.env.generator.set_state(state["env_generator"].to(self.env.generator.get_state().device))
-            torch.set_rng_state(state["torch_rng"])
-            step = state["step"]
+            step = restore_training_state(state, self.model, self.optimizer, self.env)
         self.prepare(resume)
         K = self.fp_map.settings.max_steps
         heldout = heldout_fixed_point_contexts(self.fp_map, cfg.eval.seed, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts), self.device)
@@ -160,8 +161,7 @@ class FixedPointUnrollAgent(Agent):
         self.model.save(run.path / self.model_file)
 
     def checkpoint(self, step: int) -> None:
-        self.run.save_checkpoint({"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                                  "env_generator": self.env.generator.get_state(), "torch_rng": torch.get_rng_state()})
+        self.run.save_checkpoint(training_state(step, self.model, self.optimizer, self.env))
 
     def load_accelerator(self) -> LearnedAccelerator:
         path = self.run.path / self.model_file
@@ -172,8 +172,7 @@ class FixedPointUnrollAgent(Agent):
 
     def load_predictor(self) -> Predictor:
         """y_theta(x): the iterate after K learned steps (the amortized solution)."""
-        acc = self.load_accelerator()
-        fp_map = make_fp_map(self.config)
+        acc, fp_map = self.load_accelerator(), self.problem
         return lambda x: acc.solve(fp_map, x, fp_map.settings.max_steps).y
 
 
@@ -191,15 +190,11 @@ class FixedPointRegressionAgent(FixedPointUnrollAgent):
     """HyperAnderson: distance of every iterate to y*(x), relative to the classical start's distance."""
 
     def prepare(self, resume: bool) -> None:
-        path = self.run.checkpoints / "fixed_point_dataset.pt"
-        if path.is_file():
-            blob = torch.load(path, map_location=self.device)
-            self.x_train, self.y_train = blob["contexts"], blob["solution"]
-        else:
-            n = self.config.agent.dataset_size
-            self.x_train = self.fp_map.sample_contexts(n, generator(self.config.seed + 1, self.device), self.device)
-            self.y_train = fp.converged_solution(self.fp_map, self.x_train, self.fp_map.settings)
-            torch.save({"contexts": self.x_train, "solution": self.y_train}, path)
+        n = self.config.agent.dataset_size
+        self.x_train, self.y_train = cached_labels(
+            self.run.checkpoints / "fixed_point_dataset.pt", self.device,
+            lambda: self.fp_map.sample_contexts(n, generator(self.config.seed + 1, self.device), self.device),
+            lambda x: fp.converged_solution(self.fp_map, x, self.fp_map.settings))
         self.batch_gen = generator(self.config.seed + 2, self.device)
 
     def loss(self) -> torch.Tensor:
@@ -212,17 +207,11 @@ class FixedPointRegressionAgent(FixedPointUnrollAgent):
         return distances.mean()
 
 
-def make_fp_map(config) -> FixedPointMap:
-    from learned_optimizers.problems.fixed_point import make_map
-
-    return make_map(config.problem_family, **config.problem_kwargs())
-
-
 class FixedPointSB3Agent(SB3Agent):
     """SB3 on the fixed-point env; held-out metric: median map evaluations to 1e-4 (AA's alongside)."""
 
     def make_heldout(self) -> Any:
-        fp_map = make_fp_map(self.config)
+        fp_map = self.problem
         x = heldout_fixed_point_contexts(fp_map, self.config.eval.seed, min(HELDOUT_DURING_TRAINING, self.config.eval.contexts), self.device)
         K = fp_map.settings.max_steps
         return fp_map, x, trace_metrics(fp.solve(fp_map, x, anderson_settings(fp_map), K), K)
@@ -238,24 +227,13 @@ class FixedPointSB3Agent(SB3Agent):
         return LearnedAccelerator(sb3_policy(self.load_model()))
 
     def load_predictor(self) -> Predictor:
-        acc, fp_map = self.load_accelerator(), make_fp_map(self.config)
+        acc, fp_map = self.load_accelerator(), self.problem
         return lambda x: acc.solve(fp_map, x, fp_map.settings.max_steps).y
 
 
 def sb3_policy(model) -> fp.Policy:
     """An SB3 policy's deterministic action as a batched torch function, in the env's action units."""
-    policy = model.policy
-    low = torch.as_tensor(model.action_space.low, dtype=torch.float32)
-    high = torch.as_tensor(model.action_space.high, dtype=torch.float32)
-
-    @torch.no_grad()
-    def act(obs: torch.Tensor) -> torch.Tensor:
-        a = policy._predict(obs.to(policy.device, torch.float32), deterministic=True).float()
-        if getattr(policy, "squash_output", False):  # SAC, TD3 and DDPG act in [-1, 1]
-            a = low.to(a.device) + 0.5 * (a + 1.0) * (high - low).to(a.device)
-        return a.to(obs.device)
-
-    return act
+    return lambda obs: deterministic_actions(model, obs)
 
 
 @torch.no_grad()
@@ -264,7 +242,7 @@ def evaluate_fixed_point(agent: Agent, episodes: int) -> dict[str, Any]:
     import gymnasium as gym
 
     config = agent.config
-    fp_map = make_fp_map(config)
+    fp_map = agent.problem
     acc = agent.load_accelerator()
     env = gym.make(config.env, family=config.problem_family, **config.problem_kwargs()).unwrapped
     returns, final_ratios, statuses = [], [], []

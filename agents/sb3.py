@@ -157,13 +157,18 @@ class SB3Agent(Agent):
         return lambda contexts: _predict(model, contexts, self.problem)
 
 
+@torch.no_grad()
+def deterministic_actions(model: BaseAlgorithm, obs: torch.Tensor) -> torch.Tensor:
+    """Deterministic batched actions of an SB3 policy in the env's action units, on ``obs``'s device."""
+    policy = model.policy
+    actions = policy._predict(obs.to(policy.device, torch.float32), deterministic=True).float()
+    if getattr(policy, "squash_output", False):  # SAC, TD3 and DDPG act in [-1, 1]
+        low = torch.as_tensor(model.action_space.low, dtype=torch.float32, device=actions.device)
+        high = torch.as_tensor(model.action_space.high, dtype=torch.float32, device=actions.device)
+        actions = low + 0.5 * (actions + 1.0) * (high - low)
+    return actions.to(obs.device)
+
+
 def _predict(model: BaseAlgorithm, contexts: torch.Tensor, problem) -> torch.Tensor:
     """Deterministic batched actions of an SB3 policy, as canonical solutions."""
-    policy = model.policy
-    with torch.no_grad():
-        obs = contexts.to(policy.device, torch.float32)
-        actions = policy._predict(obs, deterministic=True)
-        if hasattr(policy, "unscale_action") and getattr(policy, "squash_output", False):
-            actions = policy.unscale_action(actions.cpu().numpy())
-            actions = torch.as_tensor(actions, device=contexts.device)
-        return problem.canonicalize(actions.to(contexts.device).float())
+    return problem.canonicalize(deterministic_actions(model, contexts))

@@ -69,6 +69,8 @@ class FixedPointVectorEnv(TorchVectorEnv):
             if initial.shape != (self.num_envs, self.map.dim):
                 raise ValueError(f"options['initial_iterates'] must have shape ({self.num_envs}, {self.map.dim}), "
                                  f"got {tuple(initial.shape)}")
+            if not torch.isfinite(initial).all():
+                raise ValueError("options['initial_iterates'] contain NaN or inf")
         started = self._start(fresh, initial)
         if self.state is None or bool(mask.all()):
             self.contexts, self.state = fresh, started

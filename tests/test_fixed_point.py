@@ -185,6 +185,11 @@ def test_bad_settings_name_the_field():
     env = FixedPointVectorEnv(2, "deq", dim=4, context_dim=2)
     with pytest.raises(ValueError, match="initial_iterates"):
         env.reset(options={"initial_iterates": torch.zeros(2, 5)})
+    with pytest.raises(ValueError, match="initial_iterates.*NaN"):
+        env.reset(options={"initial_iterates": torch.full((2, 4), float("nan"))})
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="contexts"):
         env.reset(options={"contexts": torch.full((2, 2), float("nan"))})
 

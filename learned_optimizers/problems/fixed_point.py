@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..settings import setting, validate
+from ..settings import SettingsError, setting, validate
 
 ACTION_MODES = ("hyper_aa", "neural_fp")
 
@@ -40,6 +40,9 @@ class FixedPointTaskSettings:
     max_correction: float = setting(1.0, gt=0.0, doc="bound of each action entry (the action space)")
     family_seed: int = setting(0, ge=0, doc="fixes the map's parameters (W, U, b or D)")
 
+    def __post_init__(self) -> None:
+        validate(self)
+
 
 @dataclass(frozen=True)
 class DEQSettings(FixedPointTaskSettings):
@@ -48,9 +51,6 @@ class DEQSettings(FixedPointTaskSettings):
     spectral_norm: float = setting(0.99, gt=0.0, lt=1.0, doc="||W||_2: the map is a contraction with at most this factor")
     input_scale: float = setting(0.5, gt=0.0, doc="std of U's entries times sqrt(context_dim)")
     bias_scale: float = setting(0.1, ge=0.0, doc="std of b")
-
-    def __post_init__(self) -> None:
-        validate(self)
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,9 @@ class ISTASettings(FixedPointTaskSettings):
     noise: float = setting(0.01, ge=0.0, doc="std of the noise added to D s")
 
     def __post_init__(self) -> None:
-        validate(self)
+        super().__post_init__()
         if self.sparsity > self.atoms:
-            from ..settings import SettingsError
-
-            raise SettingsError(f"sparsity={self.sparsity} exceeds atoms={self.atoms}")
+            raise SettingsError(f"sparsity={self.sparsity} exceeds atoms={self.atoms}; allowed: 1 to atoms")
 
 
 class FixedPointMap(ABC):
