@@ -20,9 +20,11 @@ import torch
 from envs import resolve_device
 from learned_optimizers import fixed_point as fp
 from learned_optimizers.problems.fixed_point import FIXED_POINT_FAMILIES, FixedPointMap, FixedPointTaskSettings, make_map
+from learned_optimizers.problems.scs_maps import SCSMap
 from learned_optimizers.timing import synchronize
 
 from .base import make_agent
+from .bench_scs import scs_benchmark
 from .fixed_point import TOLERANCES, LearnedAccelerator, heldout_fixed_point_contexts, trace_metrics
 from .plots import format_table, plot_residual_curves
 from .runs import DEFAULT_ROOT, RunDir
@@ -52,6 +54,16 @@ def _load_runs(paths: list[str], family: str, device: torch.device) -> list[tupl
     if len(identities) > 1:
         raise ValueError("--checkpoint: the runs were trained on different maps (" + "; ".join(sorted(identities)) + ")")
     return out
+
+
+#: SCS families run at least this many iterations (SCS needs hundreds on the SOCP families)
+SCS_MIN_BUDGET = 200
+
+
+def _reproduction_line(r: dict[str, Any]) -> str:
+    return (f"reproduction (our torch SCS solver vs scs, acceleration and diagonal rescaling off): same status on "
+            f"{r['same_status']}/{r['problems']}, iterations within 10% on {r['iterations_within_10pct']}/{r['problems']} "
+            f"(largest difference {r['max_relative_iteration_difference']:.1%})")
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -85,6 +97,8 @@ def bench_fixed_point(
     base_map = runs[0][2] if runs else make_map(family)
     K = max([m.settings.max_steps for _, _, m in runs] or [base_map.settings.max_steps])
     steps = 2 * K
+    if isinstance(base_map, SCSMap):
+        steps = max(steps, SCS_MIN_BUDGET)
     x = heldout_fixed_point_contexts(base_map, seed, contexts, dev)
     plain, aa = (dataclasses.replace(base_map.settings, mode=mode) for mode in ("neural_fp", "hyper_aa"))
 
@@ -123,12 +137,19 @@ def bench_fixed_point(
          "med ratio @K", "worse than AA @K", "med ratio @2K", "safeguard", f"ms/batch of {contexts} (K steps)"],
         rows,
     )
+    scs_part = None
+    if isinstance(base_map, SCSMap):
+        scs_part = scs_benchmark(family, base_map, x, runs, steps, lambda fn: _timed(fn, dev))
+        table = table + "\n\nSCS's own stopping test (eps_abs = eps_rel), checked every iteration; real scs is the peer:\n" \
+            + scs_part["table"] + "\n" + _reproduction_line(scs_part["reproduction"])
     bench_dir = RunDir.create(name, root)
     plot = plot_residual_curves(bench_dir.plots / f"residual_{family}.png", {k: t.ratios for k, t in full.items()}, K,
                                 f"{family}: held-out contexts (median, quartiles)")
     summary = {"family": family, "contexts": contexts, "K": K, "eval_seed": seed, "safeguard": safeguard,
                "device": str(dev), "map": _map_identity(family, base_map.settings),
                "checkpoints": list(checkpoints or []), "methods": methods, "table": table}
+    if scs_part is not None:
+        summary["scs"] = {"methods": scs_part["methods"], "reproduction": scs_part["reproduction"], "budget": steps}
     json_path = bench_dir.write_json("bench.json", summary)
     summary["paths"] = {"json": str(json_path), "plots": [str(plot)], "tensorboard": str(bench_dir.path)}
     return summary

@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_common(fp)
 
     fp = families.add_parser("fixed-point", help="plain iteration and Anderson against trained fixed-point agents")
-    fp.add_argument("--family", dest="map_family", default="deq", help="map family: deq or ista (default deq)")
+    fp.add_argument("--family", dest="map_family", default="deq", help="map family: deq, ista, scs-lasso, scs-huber or scs-socp (default deq)")
     fp.add_argument("--checkpoint", action="append", metavar="RUN_DIR",
                     help="a trained run on amortize/FixedPoint-v0 (repeat for several); none: classical methods only")
     fp.add_argument("--contexts", type=int, default=512, help="held-out contexts (default 512)")

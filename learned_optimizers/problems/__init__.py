@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Box, ContextualProblem
-from .fixed_point import DEQMap, DEQSettings, ISTAMap, ISTASettings
+from .fixed_point import FIXED_POINT_FAMILIES
 from .qp_mix import QPMix, QPMixSettings
 from .sphere import SphereProblem, SphereSettings
 
 #: family name -> (problem class, its settings dataclass); "qp" is a distribution of QPs for RLQP,
-#: "deq" and "ista" are fixed-point map families (with the settings of the MDP around them)
+#: "deq", "ista" and "scs-*" are fixed-point map families (with the settings of the MDP around them)
 PROBLEM_FAMILIES: dict[str, tuple[type, type]] = {
     "sphere": (SphereProblem, SphereSettings),
     "qp": (QPMix, QPMixSettings),
-    "deq": (DEQMap, DEQSettings),
-    "ista": (ISTAMap, ISTASettings),
+    **FIXED_POINT_FAMILIES,
 }
 
 

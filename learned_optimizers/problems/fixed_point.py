@@ -11,6 +11,8 @@ whole task.
   (0.99 makes plain iteration slow), x ~ N(0, I): a deep-equilibrium layer.
 * ``ista``: g(y; x) = soft(y - eta D'(D y - x), eta lam) for sparse coding of a
   signal x = D s + noise with a fixed dictionary D (tutorial 3.2).
+* ``scs-lasso``, ``scs-huber``, ``scs-socp``: one step of SCS on a cone
+  program of the family (``scs_maps``; NeuralSCS, tutorial 3.4.1).
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ class FixedPointMap(ABC):
         """The classical start y_0 = 0, against whose residual every method is measured."""
         return torch.zeros(x.shape[0], self.dim, device=x.device, dtype=x.dtype)
 
+    def termination(self, y: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor | None:
+        """(B,) bool: the solver's own stopping test at tolerance ``eps``, for maps that have one (else None)."""
+        return None
+
     def check_contexts(self, x: torch.Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.context_dim:
             raise ValueError(f"{self.family}: contexts must have shape (n, {self.context_dim}), got {tuple(x.shape)}")
@@ -188,6 +194,12 @@ FIXED_POINT_FAMILIES: dict[str, tuple[type[FixedPointMap], type[FixedPointTaskSe
     "deq": (DEQMap, DEQSettings),
     "ista": (ISTAMap, ISTASettings),
 }
+
+
+# SCS's iteration as map families (they build on the classes above)
+from .scs_maps import SCS_MAP_FAMILIES  # noqa: E402
+
+FIXED_POINT_FAMILIES.update(SCS_MAP_FAMILIES)
 
 
 def make_map(family: str, **settings) -> FixedPointMap:
