@@ -181,7 +181,7 @@ def test_bad_settings_name_the_field():
     with pytest.raises(SettingsError, match="sparsity"):
         ISTASettings(atoms=4, sparsity=5)
     with pytest.raises(ValueError, match="allowed: deq, ista"):
-        make_map("scs")
+        make_map("scs-sdp")
     env = FixedPointVectorEnv(2, "deq", dim=4, context_dim=2)
     with pytest.raises(ValueError, match="initial_iterates"):
         env.reset(options={"initial_iterates": torch.zeros(2, 5)})

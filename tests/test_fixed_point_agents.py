@@ -108,7 +108,7 @@ def test_benchmark_refuses_runs_on_other_maps_or_families(tmp_path, capsys):
     assert "different maps" in capsys.readouterr().err
     assert main(["bench", "fixed-point", "--family", "ista", "--checkpoint", str(a), "--root", str(tmp_path)]) == 2
     assert "trained on family 'deq'" in capsys.readouterr().err
-    assert main(["bench", "fixed-point", "--family", "scs", "--root", str(tmp_path)]) == 2
+    assert main(["bench", "fixed-point", "--family", "scs-sdp", "--root", str(tmp_path)]) == 2
     assert "allowed: deq, ista" in capsys.readouterr().err
     assert main(["gap", str(a)]) == 2
     assert "bench fixed-point" in capsys.readouterr().err
