@@ -40,7 +40,7 @@ import torch
 from learned_optimizers import fixed_point as fp
 from learned_optimizers.problems.cone_programs import ConeProgram
 from learned_optimizers.problems.scs_maps import SCSMap
-from learned_optimizers.scs import SCSSettings, SCSStatus, solve_cone_programs
+from learned_optimizers.scs import SCSSettings, SCSStatus, solve_cone_programs, solved_test
 
 from .bench_qp import shifted_geometric_mean
 from .plots import format_table
@@ -69,17 +69,13 @@ def _quiet_stdout():
 
 
 def _criteria_from_log(path: Path, eps: float) -> int | float:
-    """First iteration whose logged residuals meet SCS's test at eps (inf if none)."""
+    """First iteration whose logged residuals pass SCS's test at eps (the same test as ours; inf if none)."""
     with open(path) as fh:
         for row in csv.DictReader(fh):
             f = {k: float(v) for k, v in row.items() if k and v not in ("", None)}
-            tau = f["tau"]
-            if not tau > 0:
-                continue
-            prl = max(f["b_nrm_inf"] * tau, f["s_nrm_inf"], f["ax_nrm_inf"]) / tau
-            drl = max(f["c_nrm_inf"] * tau, f["px_nrm_inf"], f["aty_nrm_inf"]) / tau
-            grl = max(abs(f["xt_p_x"]), abs(f["ctx"]), abs(f["bty"]))
-            if f["res_pri"] < eps + eps * prl and f["res_dual"] < eps + eps * drl and f["gap"] < eps + eps * grl:
+            if solved_test(f["res_pri"], f["res_dual"], f["gap"], f["tau"], f["b_nrm_inf"], f["s_nrm_inf"],
+                           f["ax_nrm_inf"], f["c_nrm_inf"], f["px_nrm_inf"], f["aty_nrm_inf"], f["xt_p_x"], f["ctx"],
+                           f["bty"], eps, eps):
                 return int(f["iter"])
     return math.inf
 
@@ -88,25 +84,26 @@ def real_scs_runs(programs: list[ConeProgram], budget: int, **settings: Any) -> 
     """Real scs on every program: per-iteration first hits of each eps, its own count at 1e-4, time."""
     scs = _scs_module()
     hits = {eps: [] for eps in SCS_EPS}
-    reported, statuses, seconds, iterations, solutions = [], [], 0.0, 0, []
+    reported, statuses, seconds, iterations, solutions, accepted = [], [], 0.0, 0, [], 0
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log.csv"
         for p in programs:
             data, cone = p.to_scs()
             with _quiet_stdout():
-                scs.SCS(data, cone, verbose=False, eps_abs=min(SCS_EPS), eps_rel=min(SCS_EPS), max_iters=budget,
-                        log_csv_filename=str(log), **settings).solve()
+                logged = scs.SCS(data, cone, verbose=False, eps_abs=min(SCS_EPS), eps_rel=min(SCS_EPS),
+                                 max_iters=budget, log_csv_filename=str(log), **settings).solve()
             for eps in SCS_EPS:
                 hits[eps].append(_criteria_from_log(log, eps))
             sol = scs.SCS(data, cone, verbose=False, eps_abs=1e-4, eps_rel=1e-4, max_iters=budget, **settings).solve()
             info = sol["info"]
             solutions.append(sol)
             iterations += max(info["iter"], 1)
+            accepted += logged["info"]["accepted_accel_steps"]  # the logged run gives the per-iteration hits
             reported.append(info["iter"])
             statuses.append(info["status"])
             seconds += (info["solve_time"] + info["setup_time"]) / 1e3
     return {"hits": {eps: np.array(v, dtype=float) for eps, v in hits.items()}, "reported": np.array(reported, float),
-            "statuses": statuses, "seconds": seconds, "iterations": iterations,
+            "statuses": statuses, "seconds": seconds, "iterations": iterations, "accepted_aa_steps": accepted,
             "x": np.stack([s["x"] for s in solutions]), "y": np.stack([s["y"] for s in solutions])}
 
 
@@ -185,6 +182,7 @@ def scs_benchmark(family: str, base_map: SCSMap, x: torch.Tensor, learned: list[
         record = _summary(real["hits"], steps)
         record["sgm_reported_iters_1e-4"] = shifted_geometric_mean(real["reported"])
         record["solved"] = float(np.mean([s == "solved" for s in real["statuses"]]))
+        record["accepted_aa_steps_per_problem"] = real["accepted_aa_steps"] / len(programs)
         record["ms_per_iteration"] = real["seconds"] / real["iterations"] * 1e3
         record["solution_error"] = _agreement(real["x"], real["y"], refs)
         methods[label] = record

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
 import torch
 
 from .problems.cone_programs import ConeProgramBatch
@@ -108,6 +109,24 @@ def _limit(v: torch.Tensor) -> torch.Tensor:
 
 def _inf(v: torch.Tensor) -> torch.Tensor:
     return v.abs().amax(dim=-1) if v.shape[-1] else v.new_zeros(v.shape[:-1])
+
+
+def solved_test(res_pri, res_dual, gap, tau, b_norm, s_norm, ax_norm, c_norm, px_norm, aty_norm, xt_p_x, ctx, bty,
+                eps_abs: float, eps_rel: float):
+    """SCS's 'solved' test from the unscaled quantities (inf-norms; s, ax, px, aty not divided by tau).
+
+    Works on tensors or numpy values alike, so a benchmark can apply it to the
+    real package's per-iteration log.
+    """
+    grl = _maximum(_maximum(abs(xt_p_x), abs(ctx)), abs(bty))
+    prl = _maximum(_maximum(b_norm * tau, s_norm), ax_norm) / tau
+    drl = _maximum(_maximum(c_norm * tau, px_norm), aty_norm) / tau
+    return (tau > 0) & (res_pri < eps_abs + eps_rel * prl) & (res_dual < eps_abs + eps_rel * drl) \
+        & (gap < eps_abs + eps_rel * grl)
+
+
+def _maximum(a, b):
+    return torch.maximum(a, b) if isinstance(a, torch.Tensor) else np.maximum(a, b)
 
 
 @dataclass
@@ -259,7 +278,8 @@ class SCSWork:
             S = S + self.P
         L, info = torch.linalg.cholesky_ex(S)
         if bool((info[which] != 0).any()):
-            raise RuntimeError("SCS: the linear system is not quasi-definite (is P positive semidefinite?)")
+            bad = torch.nonzero((info != 0) & which).flatten().tolist()
+            raise ValueError(f"P is not positive semidefinite in programs {bad}: SCS's linear system cannot be factored")
         if not hasattr(self, "_chol"):
             self._chol, self._r_y = L, r_y
         else:
@@ -356,13 +376,9 @@ class SCSWork:
         eps_abs = s.eps_abs if eps_abs is None else eps_abs
         eps_rel = s.eps_rel if eps_rel is None else eps_rel
         eps_infeas = s.eps_infeas if eps_infeas is None else eps_infeas
-        b, c = self.programs.b, self.programs.c
         tau = r.tau
-        grl = torch.maximum(torch.maximum(r.xt_p_x.abs(), r.ctx.abs()), r.bty.abs())
-        prl = torch.maximum(torch.maximum(_inf(b) * tau, _inf(r.s)), _inf(r.ax)) / tau
-        drl = torch.maximum(torch.maximum(_inf(c) * tau, _inf(r.px)), _inf(r.aty)) / tau
-        solved = (tau > 0) & (r.res_pri < eps_abs + eps_rel * prl) & (r.res_dual < eps_abs + eps_rel * drl) \
-            & (r.gap < eps_abs + eps_rel * grl)
+        solved = solved_test(r.res_pri, r.res_dual, r.gap, tau, _inf(self.programs.b), _inf(r.s), _inf(r.ax),
+                             _inf(self.programs.c), _inf(r.px), _inf(r.aty), r.xt_p_x, r.ctx, r.bty, eps_abs, eps_rel)
         unbounded = (r.res_unbdd_a < eps_infeas) & (r.res_unbdd_p < eps_infeas)
         infeasible = r.res_infeas < eps_infeas
         status = torch.full_like(tau, int(SCSStatus.RUNNING), dtype=torch.long)

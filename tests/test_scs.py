@@ -87,6 +87,15 @@ def test_bad_programs_name_the_field():
         ConeProgram(A, np.ones(3), np.ones(2), {"l": 3}, P=np.diag([1.0, -1.0]))
     with pytest.raises(ConeProgramError, match="not symmetric"):
         ConeProgram(A, np.ones(3), np.ones(2), {"l": 3}, P=np.array([[1.0, 1.0], [0.0, 1.0]]))
+    t = lambda a: torch.as_tensor(a, dtype=torch.float64).unsqueeze(0)  # noqa: E731
+    with pytest.raises(ConeProgramError, match="P is not symmetric"):
+        ConeProgramBatch(t(A), t(np.ones(3)), t(np.ones(2)), ConeSpec(l=3), t(np.array([[1.0, 1.0], [0.0, 1.0]])))
+    with pytest.raises(ConeProgramError, match="b contains NaN"):
+        ConeProgramBatch(t(A), t(np.array([1.0, np.nan, 1.0])), t(np.ones(2)), ConeSpec(l=3))
+    # a batch skips the eigenvalue check; the factorization names P instead of crashing
+    indefinite = ConeProgramBatch(t(A), t(np.ones(3)), t(np.ones(2)), ConeSpec(l=3), t(-10 * np.eye(2)))
+    with pytest.raises(ValueError, match="P is not positive semidefinite in programs \\[0\\]"):
+        solve_cone_programs(indefinite)
 
 
 # ---------------------------------------------------------------- the iteration against scs
@@ -118,12 +127,19 @@ def test_iterates_match_scs_log_step_by_step(tmp_path):
     rows = list(csv.DictReader(open(log)))
     work = SCSWork(ConeProgramBatch.stack([program]), SCSSettings(adaptive_scale=False))
     v = work.cold_start()
+    first_ours = None
     for i in range(60):
         out = work.step(v, first=i == 0)
         res = work.residuals(out.u, out.rsk)
+        if first_ours is None and int(work.check(res, eps_abs=1e-3, eps_rel=1e-3)) == SCSStatus.SOLVED:
+            first_ours = i
         for ours, key in ((res.res_pri, "res_pri"), (res.res_dual, "res_dual"), (res.gap, "gap"), (res.tau, "tau")):
             assert float(ours) == pytest.approx(float(rows[i][key]), rel=1e-7, abs=1e-12), (i, key)
         v = out.v
+    # the benchmark reads scs's log with the same stopping test
+    from agents.bench_scs import _criteria_from_log
+
+    assert first_ours is not None and _criteria_from_log(log, 1e-3) == first_ours
 
 
 def _infeasible_and_unbounded() -> tuple[ConeProgram, ConeProgram]:
@@ -194,4 +210,8 @@ def test_bench_compares_with_real_scs(tmp_path):
     for record in methods.values():
         assert record["reached_0.0001"] == 1.0 and 0 < record["sgm_iters_to_0.0001"] < part["budget"]
         assert record["solution_error"] < 1e-2  # x, y at eps 1e-4 agree with scs solved to 1e-9
+    real_off, real_on = methods["scs (real, acceleration off)"], methods["scs (real, acceleration on: its Anderson)"]
+    assert real_off["accepted_aa_steps_per_problem"] == 0 and real_on["accepted_aa_steps_per_problem"] > 0
+    # checked every iteration, a method is never later than scs's own every-25 count
+    assert real_on["sgm_iters_to_0.0001"] <= real_on["sgm_reported_iters_1e-4"]
     assert "reproduction" in summary["table"] and (tmp_path / "b" / "bench.json").is_file()

@@ -120,6 +120,8 @@ class ConeProgramBatch:
             value = getattr(self, name)
             if value is not None and not bool(torch.isfinite(value).all()):
                 raise ConeProgramError(f"{name} contains NaN or inf")
+        if self.P is not None and not torch.allclose(self.P, self.P.transpose(1, 2)):
+            raise ConeProgramError("P is not symmetric")
 
     @classmethod
     def stack(cls, programs: list[ConeProgram], device: torch.device | str = "cpu",
@@ -361,10 +363,3 @@ def make_cone_family(name: str, **settings: Any) -> ConeFamily:
     cls = CONE_FAMILIES[name]
     return cls(cls.settings_cls(**settings))
 
-
-def cone_programs(batch: ConeProgramBatch) -> list[ConeProgram]:
-    return [batch.program(i) for i in range(len(batch))]
-
-
-def as_mapping(cone: Mapping[str, Any] | ConeSpec) -> ConeSpec:
-    return ConeSpec.from_dict(cone)
