@@ -49,8 +49,9 @@ class Agent(ABC):
 
 def make_agent(config: RunConfig, run: RunDir) -> Agent:
     from .amortizers import ObjectiveAmortizer, RegressionAmortizer
-    from .config import FIXED_POINT_ENV
+    from .config import FIXED_POINT_ENV, L2O_ENV
     from .fixed_point import FixedPointObjectiveAgent, FixedPointRegressionAgent, FixedPointSB3Agent
+    from .l2o import L2OObjectiveAgent, L2OSB3Agent
     from .rlqp_td3 import RLQPAgent
     from .sb3 import SB3Agent
 
@@ -64,7 +65,10 @@ def make_agent(config: RunConfig, run: RunDir) -> Agent:
         "rlqp_td3": RLQPAgent,
         "fp_objective": FixedPointObjectiveAgent,
         "fp_regression": FixedPointRegressionAgent,
+        "l2o_objective": L2OObjectiveAgent,
     }
     if config.env == FIXED_POINT_ENV and config.agent.kind in ("sac", "td3", "ddpg"):
         return FixedPointSB3Agent(config, run)
+    if config.env == L2O_ENV and config.agent.kind in ("td3", "ddpg"):
+        return L2OSB3Agent(config, run)
     return kinds[config.agent.kind](config, run)

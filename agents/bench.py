@@ -133,6 +133,12 @@ def _bench_fixed_point(**kwargs: Any) -> dict[str, Any]:
     return bench_fixed_point(**kwargs)
 
 
+def _bench_l2o(**kwargs: Any) -> dict[str, Any]:
+    from .bench_l2o import bench_l2o
+
+    return bench_l2o(**kwargs)
+
+
 #: family -> benchmark function; `amortize bench --help` lists them
 BENCHMARKS: dict[str, Callable[..., dict[str, Any]]] = {"sphere": bench_sphere, "qp": _bench_qp, "td3": _bench_td3,
-                                                        "fixed-point": _bench_fixed_point}
+                                                        "fixed-point": _bench_fixed_point, "l2o": _bench_l2o}

@@ -71,6 +71,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         common["seed"] = args.seed if args.seed is not None else 1_000_003
         summary = BENCHMARKS["fixed-point"](family=args.map_family, checkpoints=args.checkpoint, contexts=args.contexts,
                                            safeguard=args.safeguard, **common)
+    elif args.family == "l2o":
+        common["seed"] = args.seed if args.seed is not None else 1_000_003
+        summary = BENCHMARKS["l2o"](family=args.task_family, checkpoints=args.checkpoint, tasks=args.tasks, **common)
     elif args.policy:
         from .bench_rlqp import bench_rlqp
 
@@ -120,7 +123,8 @@ def cmd_list(args: argparse.Namespace) -> int:
            "ddpg": "L^RL: stable-baselines3 DDPG", "ppo": "L^RL: stable-baselines3 PPO",
            "rlqp_td3": "RLQP: batched TD3 with a shared per-constraint actor (rho per row)",
            "fp_objective": "NeuralFP: backpropagate residuals through the unrolled fixed-point env",
-           "fp_regression": "HyperAnderson: regress unrolled iterates onto converged fixed points"}
+           "fp_regression": "HyperAnderson: regress unrolled iterates onto converged fixed points",
+           "l2o_objective": "learning to optimize: backpropagate the objective through unrolls of a coordinatewise update"}
     for kind in AGENT_KINDS:
         print(f"  {kind:24s} {doc.get(kind, '')}")
     print("benchmark families:")
@@ -193,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("--contexts", type=int, default=512, help="held-out contexts (default 512)")
     fp.add_argument("--safeguard", type=float, metavar="FACTOR",
                     help="replace a learned step by the classical one when it multiplies the residual by more than FACTOR")
+    bench_common(fp)
+    fp.set_defaults(seed=None)
+
+    fp = families.add_parser("l2o", help="learned optimizers against tuned GD, momentum, Adam and scipy's L-BFGS")
+    fp.add_argument("--family", dest="task_family", default="logreg", help="task family: logreg, robust, mlp or quadratic (default logreg)")
+    fp.add_argument("--checkpoint", action="append", metavar="RUN_DIR",
+                    help="a trained run on amortize/LearnToOptimize-v0 (repeat for several); none: classical methods only")
+    fp.add_argument("--tasks", type=int, default=256, help="held-out tasks (default 256)")
     bench_common(fp)
     fp.set_defaults(seed=None)
 

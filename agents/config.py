@@ -20,6 +20,7 @@ from learned_optimizers.classical import MultistartAdamSettings
 from learned_optimizers.models import ACTIVATIONS
 from learned_optimizers.problems import PROBLEM_FAMILIES
 from learned_optimizers.problems.fixed_point import FIXED_POINT_FAMILIES
+from learned_optimizers.problems.training_tasks import TRAINING_TASK_FAMILIES
 from learned_optimizers.settings import SettingsError, check_value, setting
 
 
@@ -146,7 +147,24 @@ class FixedPointRegressionSettings(FixedPointObjectiveSettings):
     dataset_size: int = setting(4096, ge=1, doc="training contexts labelled once with y*(x)")
 
 
+@dataclass
+class L2OObjectiveSettings(ObjectiveAgentSettings):
+    """Andrychowicz et al.'s loss: backpropagate the objective through (truncated) unrolls of the learned optimizer."""
+
+    kind: str = setting("l2o_objective", choices=("l2o_objective",))
+    hidden_sizes: tuple[int, ...] = setting((32, 32), ge=1, doc="the per-coordinate network's hidden layers")
+    learning_rate: float = setting(3e-3, gt=0.0)
+    batch_size: int = setting(64, ge=1, doc="tasks per unroll (the env's num_envs)")
+    truncation: int = setting(0, ge=0, doc="steps per truncated unroll, one gradient step each; 0 = the whole horizon")
+    loss: str = setting("log_ratio", choices=("log_ratio", "ratio"),
+                        doc="log_ratio: mean log10 f_t / f_0 over the unroll; ratio: mean f_t / f_0 (Li & Malik's summed cost)")
+    grad_clip: float = setting(1.0, gt=0.0, doc="max gradient norm")
+
+
 FIXED_POINT_ENV = "amortize/FixedPoint-v0"
+L2O_ENV = "amortize/LearnToOptimize-v0"
+#: agent kinds that train on the learning-to-optimize env (the SB3 ones with the coordinatewise policy)
+L2O_AGENTS = ("l2o_objective", "td3", "ddpg")
 #: agent kinds that train on the fixed-point env
 FIXED_POINT_AGENTS = ("fp_objective", "fp_regression", *OFF_POLICY_ALGORITHMS)
 
@@ -158,6 +176,7 @@ AGENT_KINDS: dict[str, type] = {
     "rlqp_td3": RLQPAgentSettings,
     "fp_objective": FixedPointObjectiveSettings,
     "fp_regression": FixedPointRegressionSettings,
+    "l2o_objective": L2OObjectiveSettings,
 }
 
 
@@ -299,6 +318,14 @@ def config_from_dict(raw: Any) -> RunConfig:
             f"agent.kind={config.agent.kind!r}, problem.family={config.problem_family!r}, env={config.env!r}: "
             "RLQP needs all three of agent.kind=rlqp_td3, problem.family=qp and env=amortize/QP-RLQP-v0"
         )
+    l2o = config.problem_family in TRAINING_TASK_FAMILIES
+    if l2o != (config.env == L2O_ENV):
+        raise ConfigError(f"problem.family={config.problem_family!r} and env={config.env!r}: the training-task families "
+                          f"({', '.join(TRAINING_TASK_FAMILIES)}) go with env={L2O_ENV} and only there")
+    if l2o and config.agent.kind not in L2O_AGENTS:
+        raise ConfigError(f"agent.kind={config.agent.kind!r} cannot train on {L2O_ENV}; allowed: {', '.join(L2O_AGENTS)}")
+    if not l2o and config.agent.kind.startswith("l2o_"):
+        raise ConfigError(f"agent.kind={config.agent.kind!r} needs env={L2O_ENV}")
     fixed_point = config.problem_family in FIXED_POINT_FAMILIES
     if fixed_point != (config.env == FIXED_POINT_ENV):
         raise ConfigError(f"problem.family={config.problem_family!r} and env={config.env!r}: the fixed-point families "

@@ -112,21 +112,22 @@ def plot_grouped_bars(path: Path, groups: list[str], series: dict[str, list[floa
     return path
 
 
-def plot_residual_curves(path: Path, ratios: dict[str, torch.Tensor], trained_steps: int, title: str) -> Path:
-    """Median (line) and quartiles (band) of the residual ratio against the iteration, log scale."""
+def plot_quantile_curves(path: Path, curves: dict[str, torch.Tensor], marker_step: int, marker_label: str, title: str,
+                         xlabel: str, ylabel: str, hlines: Sequence[float] = ()) -> Path:
+    """Median (line) and quartiles (band) over rows of each (rows, steps + 1) curve against the step, log scale."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, r in ratios.items():
+    for label, r in curves.items():
         logs = torch.log10(r.double().clamp(min=1e-30)).nan_to_num(nan=np.inf).cpu()
         q = torch.quantile(logs.clamp(max=10), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=0).numpy()
         steps = np.arange(logs.shape[1])
         (line,) = ax.plot(steps, 10 ** q[1], label=label, lw=1.6)
         ax.fill_between(steps, 10 ** q[0], 10 ** q[2], color=line.get_color(), alpha=0.15)
-    ax.axvline(trained_steps, color="0.4", ls=":", lw=1, label=f"K = {trained_steps} (trained horizon)")
-    for tol in (1e-4, 1e-6):
-        ax.axhline(tol, color="0.7", ls="--", lw=0.8)
+    ax.axvline(marker_step, color="0.4", ls=":", lw=1, label=marker_label)
+    for level in hlines:
+        ax.axhline(level, color="0.7", ls="--", lw=0.8)
     ax.set_yscale("log")
-    ax.set_xlabel("iteration (map evaluations)")
-    ax.set_ylabel("||R(y_k)|| / ||R(y_default)||")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3, which="both")
@@ -134,3 +135,9 @@ def plot_residual_curves(path: Path, ratios: dict[str, torch.Tensor], trained_st
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_residual_curves(path: Path, ratios: dict[str, torch.Tensor], trained_steps: int, title: str) -> Path:
+    """Residual ratio against the iteration for fixed-point methods, with the 1e-4 and 1e-6 levels."""
+    return plot_quantile_curves(path, ratios, trained_steps, f"K = {trained_steps} (trained horizon)", title,
+                                "iteration (map evaluations)", "||R(y_k)|| / ||R(y_default)||", (1e-4, 1e-6))

@@ -90,6 +90,9 @@ class _RunCallback(BaseCallback):
 
 
 class SB3Agent(Agent):
+    #: SB3's policy: its name for the flat MLP, or a structured class from ``agents.policies``
+    policy_class: Any = "MlpPolicy"
+
     def make_env(self) -> VecMonitor:
         return VecMonitor(SB3VecEnvAdapter(self.make_vector_env(self.config.agent.n_envs)))
 
@@ -109,7 +112,7 @@ class SB3Agent(Agent):
                 model.load_replay_buffer(run.checkpoints / CKPT_BUFFER)
         else:
             kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, int(env.action_space.shape[0]), cfg.seed)
-            model = algo_cls("MlpPolicy", env, device=self.device, **kwargs)
+            model = algo_cls(self.policy_class, env, device=self.device, **kwargs)
         self._start_step = model.num_timesteps
         model.set_logger(configure(str(run.tensorboard), ["tensorboard"]))
         heldout = self.make_heldout()

@@ -69,6 +69,12 @@ def evaluate(run_path: str | Path, episodes: int | None = None, device: str | No
         result = evaluate_fixed_point(agent, episodes or config.eval.episodes)
         result["plots"] = []
         return result
+    if hasattr(agent, "load_optimizer"):  # a learned optimizer: judged by steps against tuned Adam
+        from .l2o import evaluate_l2o
+
+        result = evaluate_l2o(agent, episodes or config.eval.episodes)
+        result["plots"] = []
+        return result
     predictor = agent.load_predictor()
     episodes_result = gym_episodes(config, predictor, episodes or config.eval.episodes, dev)
     contexts = heldout_contexts(agent.problem, config, dev)
@@ -97,6 +103,9 @@ def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
     if device is not None:
         config.device = device
     agent = make_agent(config, run)
+    if hasattr(agent, "load_optimizer"):
+        raise ValueError(f"{run.path}: `amortize gap` compares a model's one pass with solving f(y; x) from scratch; a learned "
+                         "optimizer is itself an iterative solver: use `amortize bench l2o --checkpoint RUN` for its comparison with Adam")
     if hasattr(agent, "load_accelerator"):
         raise ValueError(f"{run.path}: `amortize gap` compares a model's one pass with solving f(y; x) from scratch; a fixed-point "
                          "accelerator is itself a solver: use `amortize bench fixed-point --checkpoint RUN` for its comparison with AA")
@@ -112,6 +121,11 @@ def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
 
 
 def eval_table(result: dict[str, Any]) -> str:
+    if "heldout" in result and "adam" in result["heldout"]:
+        g, h = result["gymnasium"], result["heldout"]
+        rows = [[name, g["return_mean"] if name == "learned" else "-", m["median_steps_to_target"], m["reached_target"],
+                 m["diverged"], m["median_value_over_target_at_horizon"]] for name, m in (("learned", h["learned"]), ("adam", h["adam"]))]
+        return format_table(["method", "episode return", "med steps to Adam@T", "reached", "diverged", "med f@T / Adam f@T"], rows)
     if "heldout" in result:
         g, h = result["gymnasium"], result["heldout"]
         rows = [[name, g["return_mean"] if name == "learned" else "-", m["median_evaluations_to_0.0001"],

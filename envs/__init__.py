@@ -9,6 +9,7 @@ import gymnasium
 
 from .amortization import AmortizationEnv, AmortizationVectorEnv
 from .fixed_point import FixedPointEnv, FixedPointVectorEnv
+from .l2o import LearnToOptimizeEnv, LearnToOptimizeVectorEnv
 from .qp import QPEnv, QPVectorEnv
 from .vector import TorchVectorEnv, resolve_device
 
@@ -19,6 +20,8 @@ ENV_IDS: dict[str, str] = {
     "amortize/QP-RLQP-Scalar-v0": "OSQP as an MDP, scalar variant: global residual features -> one log10 rho",
     "amortize/FixedPoint-v0": "fixed-point acceleration (NeuralFP / HyperAnderson): history features -> "
                               "correction of the plain or Anderson step, one map evaluation a step",
+    "amortize/LearnToOptimize-v0": "learning to optimize (Li & Malik): per-coordinate gradient/objective history -> "
+                                   "correction of tuned Adam's step per coordinate, one objective evaluation a step",
 }
 
 if "amortize/Sphere-v0" not in gymnasium.registry:
@@ -38,4 +41,8 @@ if "amortize/FixedPoint-v0" not in gymnasium.registry:
     gymnasium.register(id="amortize/FixedPoint-v0", entry_point="envs.fixed_point:FixedPointEnv",
                        vector_entry_point="envs.fixed_point:FixedPointVectorEnv")
 
-__all__ = ["AmortizationEnv", "AmortizationVectorEnv", "ENV_IDS", "FixedPointEnv", "FixedPointVectorEnv", "QPEnv", "QPVectorEnv", "TorchVectorEnv", "resolve_device"]
+if "amortize/LearnToOptimize-v0" not in gymnasium.registry:
+    gymnasium.register(id="amortize/LearnToOptimize-v0", entry_point="envs.l2o:LearnToOptimizeEnv",
+                       vector_entry_point="envs.l2o:LearnToOptimizeVectorEnv")
+
+__all__ = ["AmortizationEnv", "AmortizationVectorEnv", "ENV_IDS", "FixedPointEnv", "FixedPointVectorEnv", "LearnToOptimizeEnv", "LearnToOptimizeVectorEnv", "QPEnv", "QPVectorEnv", "TorchVectorEnv", "resolve_device"]

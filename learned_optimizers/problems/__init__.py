@@ -8,13 +8,16 @@ from .base import Box, ContextualProblem
 from .fixed_point import FIXED_POINT_FAMILIES
 from .qp_mix import QPMix, QPMixSettings
 from .sphere import SphereProblem, SphereSettings
+from .training_tasks import TRAINING_TASK_FAMILIES
 
 #: family name -> (problem class, its settings dataclass); "qp" is a distribution of QPs for RLQP,
-#: "deq", "ista" and "scs-*" are fixed-point map families (with the settings of the MDP around them)
+#: "deq", "ista" and "scs-*" are fixed-point map families and "logreg", "robust", "mlp", "quadratic" are
+#: training objectives for learning to optimize (each with the settings of the MDP around it)
 PROBLEM_FAMILIES: dict[str, tuple[type, type]] = {
     "sphere": (SphereProblem, SphereSettings),
     "qp": (QPMix, QPMixSettings),
     **FIXED_POINT_FAMILIES,
+    **TRAINING_TASK_FAMILIES,
 }
 
 

@@ -1,0 +1,269 @@
+"""Agents on ``amortize/LearnToOptimize-v0``: one coordinatewise update, two ways to learn it.
+
+* ``l2o_objective`` (Andrychowicz et al. 2016): unroll the learned optimizer on
+  a batch of tasks and backpropagate the objective along the trajectory
+  (mean log10 f_t / f_0 by default), in truncated segments with one gradient
+  step each.
+* ``td3`` / ``ddpg`` (Li & Malik's RL view): stable-baselines3 on the env's
+  per-coordinate action with the coordinatewise actor and set critic of
+  ``agents.policies``, through the project's one VecEnv adapter.
+
+Every run evaluates on held-out tasks (``eval.seed``, float64) against tuned
+Adam measured in the same call: the steps the learned optimizer needs to reach
+Adam's objective after the horizon. TensorBoard gets the training loss, those
+metrics, and objective-vs-step curves (median and quartiles).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from learned_optimizers import l2o
+from learned_optimizers.classical import OptimizerTrace
+from learned_optimizers.coordinatewise import CoordinatewiseUpdate
+from learned_optimizers.problems.training_tasks import TrainingTaskFamily
+
+from .base import Agent, Predictor
+from .bench_qp import shifted_geometric_mean
+from .checkpointing import restore_training_state, training_state
+from .policies import CoordinatewiseTD3Policy
+from .progress import Progress
+from .sb3 import SB3Agent
+from .seeding import generator, seed_everything
+
+#: held-out tasks evaluated during training (the full eval.contexts at the end)
+HELDOUT_DURING_TRAINING = 256
+#: consecutive unrolls with a non-finite loss before training stops with an error
+MAX_SKIPPED_UNROLLS = 20
+
+
+@dataclass
+class LearnedOptimizer:
+    """What a trained run deploys: a policy on ``l2o.observe`` features and the Adam rate its actions are in units of."""
+
+    policy: l2o.Policy
+    learning_rate: float
+
+    @torch.no_grad()
+    def solve(self, tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, steps: int,
+              learning_rate: float | None = None) -> OptimizerTrace:
+        return l2o.solve(tasks, x, phi0, steps, self.policy, learning_rate or self.learning_rate)
+
+
+def heldout_tasks(tasks: TrainingTaskFamily, seed: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out datasets and starting points in float64 (seeded apart from training)."""
+    gen = generator(seed, device)
+    x = tasks.sample_contexts(n, gen, device)
+    return x.double(), tasks.initial_iterate(x, gen).double()
+
+
+def optimizer_metrics(trace: OptimizerTrace, target: torch.Tensor, horizon: int) -> dict[str, float]:
+    """Steps to reach ``target`` (median; shifted geometric mean with unreached counted at the trace's length),
+    the fraction that reaches it and that diverges, and the median f ratio to the target at the horizon."""
+    steps = trace.steps_to(target)
+    reached = torch.isfinite(steps)
+    budget = float(trace.values.shape[1] - 1)
+    at_horizon = trace.values[:, min(horizon, trace.values.shape[1] - 1)]
+    return {
+        "median_steps_to_target": float(steps.median()),
+        "sgm_steps_to_target": shifted_geometric_mean(torch.where(reached, steps, budget).cpu().numpy()),
+        "reached_target": float(reached.double().mean()),
+        "diverged": float(torch.isnan(trace.values[:, -1]).double().mean()),
+        "median_value_over_target_at_horizon": float((at_horizon / target).median()),
+    }
+
+
+def log_objective_curves(writer: SummaryWriter, tag: str, trace: OptimizerTrace) -> None:
+    """Median and quartiles of f_t / f_0 against the step, as TensorBoard scalars."""
+    ratio = (trace.values / trace.values[:, :1]).nan_to_num(nan=math.inf).float()
+    q = torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75], device=ratio.device), dim=0)
+    for k in range(ratio.shape[1]):
+        writer.add_scalars(f"objective_vs_step/{tag}", {"q25": q[0, k].item(), "median": q[1, k].item(),
+                                                        "q75": q[2, k].item()}, k)
+
+
+class _HeldOut:
+    """Held-out tasks with tuned Adam's trajectory on them: the reference of every report."""
+
+    def __init__(self, tasks: TrainingTaskFamily, seed: int, n: int, device: torch.device) -> None:
+        self.tasks, self.horizon = tasks, tasks.settings.horizon
+        self.x, self.phi0 = heldout_tasks(tasks, seed, n, device)
+        self.adam = l2o.solve(tasks, self.x, self.phi0, self.horizon)
+        self.target = self.adam.values[:, -1]
+
+    def metrics(self, optimizer: LearnedOptimizer) -> dict[str, float]:
+        trace = optimizer.solve(self.tasks, self.x, self.phi0, self.horizon)
+        return optimizer_metrics(trace, self.target, self.horizon)
+
+
+class L2OObjectiveAgent(Agent):
+    """Train ``CoordinatewiseUpdate`` by backpropagating the objective through truncated unrolls."""
+
+    model_file = "optimizer.pt"
+
+    def build(self) -> None:
+        agent = self.config.agent
+        self.env = self.make_vector_env(agent.batch_size)
+        self.tasks: TrainingTaskFamily = self.problem
+        self.model = CoordinatewiseUpdate.for_tasks(self.tasks, hidden_sizes=agent.hidden_sizes,
+                                                    activation=agent.activation).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=agent.learning_rate)
+
+    def loss(self, ratios: torch.Tensor) -> torch.Tensor:
+        if self.config.agent.loss == "ratio":
+            return ratios.mean()
+        return torch.log10(ratios.clamp(min=1e-12)).mean()
+
+    def train(self, resume: bool = False) -> None:
+        cfg, run = self.config, self.run
+        seed_everything(cfg.seed)
+        self.build()
+        self.env.reset(seed=cfg.seed)
+        step = 0
+        state = run.load_checkpoint(device=self.device) if resume else None
+        if state is not None:
+            step = restore_training_state(state, self.model, self.optimizer, self.env)
+        horizon = self.tasks.settings.horizon
+        segment = cfg.agent.truncation or horizon
+        heldout = _HeldOut(self.tasks, cfg.eval.seed, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts), self.device)
+        total = cfg.train.total_steps
+        writer = SummaryWriter(str(run.tensorboard), purge_step=step if step > 0 else None)
+        progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
+        skipped = 0
+        try:
+            while step < total:
+                self.env.reset()  # fresh tasks and starting points from the env's seeded generator
+                x = self.env.contexts
+                current = l2o.start(self.tasks, x, self.env.state.phi, keep_graph=True)
+                done = 0
+                while done < horizon and step < total:
+                    self.model.train()
+                    ratios, current = l2o.unroll(self.tasks, x, current, min(segment, horizon - done), self.model.act,
+                                                 self.model.learning_rate)
+                    done += ratios.shape[1]
+                    loss = self.loss(ratios)
+                    if not torch.isfinite(loss):  # a task blew up: drop this unroll, draw fresh tasks
+                        skipped += 1
+                        if skipped >= MAX_SKIPPED_UNROLLS:
+                            raise FloatingPointError(f"step {step}: {skipped} unrolls in a row diverged; "
+                                                     "lower agent.learning_rate or problem.max_correction")
+                        break
+                    skipped = 0
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.agent.grad_clip)
+                    self.optimizer.step()
+                    current = current.detached()
+                    step += 1
+                    self._after_step(step, loss.item(), heldout, writer, progress)
+            self.model.eval()
+            learned = LearnedOptimizer(self.model.act, self.model.learning_rate)
+            log_objective_curves(writer, "learned", learned.solve(self.tasks, heldout.x, heldout.phi0, 2 * horizon))
+            log_objective_curves(writer, "adam", l2o.solve(self.tasks, heldout.x, heldout.phi0, 2 * horizon))
+        finally:
+            progress.close()
+            writer.close()
+        self.model.save(run.path / self.model_file)
+
+    def _after_step(self, step: int, loss: float, heldout: _HeldOut, writer: SummaryWriter, progress: Progress) -> None:
+        cfg = self.config
+        if step % cfg.train.log_every == 0 or step == cfg.train.total_steps:
+            writer.add_scalar("train/loss", loss, step)
+            progress.update(0, loss=loss)
+        if step % cfg.train.eval_every == 0 or step == cfg.train.total_steps:
+            self.model.eval()
+            metrics = heldout.metrics(LearnedOptimizer(self.model.act, self.model.learning_rate))
+            for key, value in metrics.items():
+                writer.add_scalar(f"eval/{key}", value, step)
+            progress.update(0, steps_to_adam=metrics["median_steps_to_target"], adam=heldout.horizon)
+        if step % cfg.train.checkpoint_every == 0 or step == cfg.train.total_steps:
+            self.run.save_checkpoint(training_state(step, self.model, self.optimizer, self.env))
+        progress.update(1)
+
+    def load_optimizer(self) -> LearnedOptimizer:
+        path = self.run.path / self.model_file
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
+        model = CoordinatewiseUpdate.load(path, self.device).eval()
+        return LearnedOptimizer(model.act, model.learning_rate)
+
+    def load_predictor(self) -> Predictor:
+        return _final_parameters(self)
+
+
+class L2OSB3Agent(SB3Agent):
+    """SB3 TD3/DDPG with the coordinatewise policy; held-out metric: median steps to tuned Adam's final objective."""
+
+    policy_class = CoordinatewiseTD3Policy
+
+    def make_heldout(self) -> Any:
+        return _HeldOut(self.problem, self.config.eval.seed, min(HELDOUT_DURING_TRAINING, self.config.eval.contexts), self.device)
+
+    def heldout_metrics(self, model, heldout: _HeldOut) -> dict[str, float]:
+        metrics = heldout.metrics(self._as_optimizer(model))
+        return {f"eval/{k}": v for k, v in metrics.items()}
+
+    def _as_optimizer(self, model) -> LearnedOptimizer:
+        bound = self.problem.settings.max_correction
+        actor = model.policy.actor
+
+        def policy(obs: torch.Tensor) -> torch.Tensor:
+            return bound * actor(obs.to(model.device)).to(obs.device)
+
+        return LearnedOptimizer(policy, l2o.base_learning_rate(self.problem))
+
+    def load_optimizer(self) -> LearnedOptimizer:
+        return self._as_optimizer(self.load_model())
+
+    def load_predictor(self) -> Predictor:
+        return _final_parameters(self)
+
+
+def _final_parameters(agent: Any) -> Predictor:
+    """y_theta(x): the parameters after one horizon of learned steps from seeded starting points."""
+    optimizer, tasks = agent.load_optimizer(), agent.problem
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        phi0 = tasks.initial_iterate(x, generator(agent.config.eval.seed, x.device))
+        return optimizer.solve(tasks, x, phi0, tasks.settings.horizon).phi
+
+    return predict
+
+
+@torch.no_grad()
+def evaluate_l2o(agent: Agent, episodes: int) -> dict[str, Any]:
+    """``amortize eval`` for a learning-to-optimize run: Gymnasium episodes, then held-out tasks against tuned Adam."""
+    import gymnasium as gym
+
+    config = agent.config
+    optimizer = agent.load_optimizer()
+    env = gym.make(config.env, family=config.problem_family, **config.problem_kwargs()).unwrapped
+    returns, final_ratios, statuses = [], [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=config.eval.seed + episode)
+        total, done, info = 0.0, False, {}
+        while not done:
+            action = optimizer.policy(torch.as_tensor(obs).unsqueeze(0))[0].cpu().numpy()
+            obs, reward, terminated, truncated, info = env.step(action)
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+        final_ratios.append(info["objective_ratio"])
+        statuses.append(info["status"])
+    heldout = _HeldOut(agent.problem, config.eval.seed, config.eval.contexts, agent.device)
+    ours = heldout.metrics(optimizer)
+    adam = optimizer_metrics(heldout.adam, heldout.target, heldout.horizon)
+    r = torch.tensor(returns)
+    result = {
+        "run": agent.run.name, "agent": config.agent.kind,
+        "gymnasium": {"episodes": episodes, "return_mean": float(r.mean()), "return_std": float(r.std()) if episodes > 1 else 0.0,
+                      "median_final_objective_ratio": float(torch.tensor(final_ratios).median()),
+                      "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}},
+        "heldout": {"tasks": int(heldout.x.shape[0]), "horizon": heldout.horizon, "learned": ours, "adam": adam},
+    }
+    agent.run.write_json("eval.json", result)
+    return result

@@ -1,0 +1,128 @@
+"""Learning-to-optimize agents end to end on tiny budgets: configs, the unrolled objective, SB3 with the
+coordinatewise policy, resume, eval and the benchmark."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from agents.cli import main
+from agents.config import ConfigError, load_config
+from agents.l2o import heldout_tasks
+from agents.policies import CoordinatewiseTD3Policy
+from learned_optimizers import l2o
+from learned_optimizers.classical import first_order_trace
+from learned_optimizers.coordinatewise import CoordinatewiseUpdate
+from tb_steps import scalar_steps
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "l2o_logreg_objective.yaml")
+SMALL = ["device=cpu", "problem.dim=4", "problem.samples=32", "problem.horizon=20", "problem.history=5",
+         "agent.hidden_sizes=[16]", "agent.batch_size=32", "eval.contexts=64", "train.log_every=5",
+         "train.eval_every=10", "train.checkpoint_every=10"]
+
+
+def train(tmp_path, name, steps, *extra):
+    code = main(["train", CONFIG, *SMALL, f"train.total_steps={steps}", "--name", name, "--root", str(tmp_path), *extra])
+    assert code == 0
+    return tmp_path / name
+
+
+def heldout_log_ratio(model: CoordinatewiseUpdate | None, tasks) -> float:
+    x, phi0 = heldout_tasks(tasks, 5, 128, torch.device("cpu"))
+    trace = model.solve(x, phi0, 20) if model is not None else l2o.solve(tasks, x, phi0, 20)
+    return torch.log10(trace.values / trace.values[:, :1]).mean().item()
+
+
+def test_config_pairs_training_tasks_with_their_env_and_agents():
+    with pytest.raises(ConfigError, match="go with env=amortize/LearnToOptimize-v0"):
+        load_config(CONFIG, ["env=amortize/FixedPoint-v0"])
+    with pytest.raises(ConfigError, match="agent.kind='sac' cannot train on amortize/LearnToOptimize-v0; allowed: l2o_objective, td3, ddpg"):
+        load_config(CONFIG, ["agent={kind: sac}"])
+    with pytest.raises(ConfigError, match="needs env=amortize/LearnToOptimize-v0"):
+        load_config(ROOT / "configs" / "sphere_objective.yaml", ["agent={kind: l2o_objective}"])
+    with pytest.raises(ConfigError, match="agent.loss='sum' is not allowed"):
+        load_config(CONFIG, ["agent.loss=sum"])
+    with pytest.raises(ConfigError, match="problem.history=0 is out of range"):
+        load_config(CONFIG, ["problem.history=0"])
+    for path in sorted((ROOT / "configs").glob("l2o_*.yaml")):
+        assert load_config(path).env == "amortize/LearnToOptimize-v0"
+
+
+def test_objective_agent_learns_logs_and_resumes_bit_for_bit(tmp_path):
+    run = train(tmp_path, "obj", 40, "agent.truncation=10")
+    model = CoordinatewiseUpdate.load(run / "optimizer.pt")
+    assert heldout_log_ratio(model, model.tasks) < heldout_log_ratio(None, model.tasks) - 0.05  # 12% lower objectives (geometric mean)
+    # truncation 10 of a 20-step horizon: two gradient steps per episode, evaluations every 10 steps
+    assert scalar_steps(run, "eval/median_steps_to_target") == [[10, 20, 30, 40]]
+    median = run / "tb" / "objective_vs_step_learned_median"
+    assert scalar_steps(median, "objective_vs_step/learned", subdir=False) == [list(range(41))]
+    first = train(tmp_path, "resumed", 20, "agent.truncation=10")
+    assert main(["train", "--resume", str(first), "train.total_steps=40"]) == 0
+    a = torch.load(run / "optimizer.pt", weights_only=False)["state_dict"]
+    b = torch.load(first / "optimizer.pt", weights_only=False)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+def test_sb3_td3_with_the_coordinatewise_policy_then_eval_and_benchmark(tmp_path, capsys):
+    obj = train(tmp_path, "obj", 10)
+    td3 = train(tmp_path, "td3", 96, "agent={kind: td3, learning_starts: 32, batch_size: 16, net_arch: [16], n_envs: 4}",
+                "train.eval_every=48", "train.checkpoint_every=48")
+    assert scalar_steps(td3, "eval/median_steps_to_target")
+    from stable_baselines3 import TD3
+
+    model = TD3.load(td3 / "model.zip")
+    assert isinstance(model.policy, CoordinatewiseTD3Policy)
+    # the actor is one network per coordinate: it runs on 3x the coordinates and commutes with permutations
+    obs = torch.randn(2, 15, l2o.features_per_coordinate(load_config(CONFIG, SMALL).problem))
+    perm = torch.randperm(15)
+    with torch.no_grad():
+        torch.testing.assert_close(model.policy.actor(obs[:, perm]), model.policy.actor(obs)[:, perm])
+
+    assert main(["eval", str(obj), "--episodes", "2"]) == 0
+    result = json.loads((obj / "eval.json").read_text())
+    assert result["heldout"]["adam"]["reached_target"] == 1 and result["gymnasium"]["episodes"] == 2
+    assert main(["gap", str(obj)]) == 2
+    assert "bench l2o" in capsys.readouterr().err
+
+    code = main(["bench", "l2o", "--family", "logreg", "--checkpoint", str(obj), "--checkpoint", str(td3), "--tasks", "16",
+                 "--name", "b", "--root", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "b" / "bench.json").read_text())
+    labels = list(summary["methods"])
+    assert labels[-3:] == ["L-BFGS (scipy)", "obj (l2o_objective)", "td3 (td3)"] and labels[0].startswith("gd (lr ")
+    adam_label = next(k for k in labels if k.startswith("adam"))
+    assert summary["methods"][adam_label]["adam_over_method_median_steps"] == 1
+    # the rows are independent solves of the same held-out tasks: Adam's from the sweep's rate, the learned
+    # one from the saved optimizer file
+    run_config = load_config(obj / "config.yaml")
+    model = CoordinatewiseUpdate.load(obj / "optimizer.pt")
+    x, phi0 = heldout_tasks(model.tasks, 1_000_003, 16, torch.device("cpu"))
+    rate = summary["tuned_learning_rates"]["adam"]["best"]
+    adam = first_order_trace(model.tasks.objective, x, phi0, "adam", rate, 40)
+    learned = model.solve(x, phi0, 40)
+    steps = learned.steps_to(adam.values[:, 20])
+    row = summary["methods"]["obj (l2o_objective)"]
+    assert row["median_steps_to_target"] == pytest.approx(steps.median().item())
+    assert row["median_objective_at_10"] == pytest.approx(learned.values[:, 10].median().item(), rel=1e-9)
+    assert summary["methods"]["L-BFGS (scipy)"]["median_objective_at_10"] <= summary["methods"][adam_label]["median_objective_at_10"]
+    assert run_config.problem.horizon == summary["horizon"] == 20
+    scenarios = [(g["method"], g["scenario"]) for g in summary["generalization"]]
+    assert scenarios[:3] == [("obj (l2o_objective)", "40 steps (2x trained)"), ("obj (l2o_objective)", "4x size"),
+                             ("obj (l2o_objective)", "unseen family robust")]
+    assert summary["generalization"][1]["size"] == 4 * 4 + 1  # 16 features and a bias, trained on 4
+    assert "Generalization" in out and (tmp_path / "b" / "plots" / "objective_logreg.png").stat().st_size > 10_000
+
+
+def test_benchmark_refuses_other_families_and_mixed_tasks(tmp_path, capsys):
+    a = train(tmp_path, "a", 2)
+    b = train(tmp_path, "b", 2, "problem.samples=40")
+    assert main(["bench", "l2o", "--checkpoint", str(a), "--checkpoint", str(b), "--root", str(tmp_path)]) == 2
+    assert "different task distributions" in capsys.readouterr().err
+    assert main(["bench", "l2o", "--family", "robust", "--checkpoint", str(a), "--root", str(tmp_path)]) == 2
+    assert "trained on family 'logreg'" in capsys.readouterr().err
+    assert main(["bench", "l2o", "--family", "svm", "--root", str(tmp_path)]) == 2
+    assert "allowed: logreg, robust, mlp, quadratic" in capsys.readouterr().err
