@@ -38,6 +38,8 @@ from .seeding import generator, seed_everything
 
 #: held-out tasks evaluated during training (the full eval.contexts at the end)
 HELDOUT_DURING_TRAINING = 256
+#: the log_gap loss stops rewarding a task once its gap is below this fraction of the way down to f_ref
+LOG_GAP_FLOOR = 1e-6
 #: consecutive unrolls with a non-finite loss before training stops with an error
 MAX_SKIPPED_UNROLLS = 20
 
@@ -100,11 +102,26 @@ class _HeldOut:
         trace = optimizer.solve(self.tasks, self.x, self.phi0, self.horizon)
         return optimizer_metrics(trace, self.target, self.horizon)
 
+    def log_curves(self, writer: SummaryWriter, optimizer: LearnedOptimizer) -> None:
+        """Objective-vs-step curves over twice the horizon, learned and Adam."""
+        log_objective_curves(writer, "learned", optimizer.solve(self.tasks, self.x, self.phi0, 2 * self.horizon))
+        log_objective_curves(writer, "adam", l2o.solve(self.tasks, self.x, self.phi0, 2 * self.horizon))
+
+
+#: what every learning-to-optimize run deploys, whichever agent trained it
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def load_optimizer(agent: Agent) -> LearnedOptimizer:
+    path = agent.run.path / OPTIMIZER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
+    model = CoordinatewiseUpdate.load(path, agent.device).eval()
+    return LearnedOptimizer(model.act, model.learning_rate)
+
 
 class L2OObjectiveAgent(Agent):
     """Train ``CoordinatewiseUpdate`` by backpropagating the objective through truncated unrolls."""
-
-    model_file = "optimizer.pt"
 
     def build(self) -> None:
         agent = self.config.agent
@@ -114,9 +131,15 @@ class L2OObjectiveAgent(Agent):
                                                     activation=agent.activation).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=agent.learning_rate)
 
-    def loss(self, ratios: torch.Tensor) -> torch.Tensor:
+    def loss(self, ratios: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """``ratios``: f_t / f_0 along the unroll; ``reference``: f_ref / f_0 on the same tasks (``log_gap``)."""
         if self.config.agent.loss == "ratio":
             return ratios.mean()
+        if self.config.agent.loss == "log_gap":
+            # the suboptimality left, as a fraction of the way from f_0 down to f_ref
+            ref = reference.unsqueeze(1)
+            gap = (ratios - ref).clamp(min=0) / (1 - ref).clamp(min=1e-12)
+            return torch.log10(gap + LOG_GAP_FLOOR).mean()
         return torch.log10(ratios.clamp(min=1e-12)).mean()
 
     def train(self, resume: bool = False) -> None:
@@ -139,14 +162,18 @@ class L2OObjectiveAgent(Agent):
             while step < total:
                 self.env.reset()  # fresh tasks and starting points from the env's seeded generator
                 x = self.env.contexts
-                current = l2o.start(self.tasks, x, self.env.state.phi, keep_graph=True)
+                current = l2o.start(self.tasks, x, self.env.state.phi, keep_graph=True, second_order=cfg.agent.second_order)
+                reference = None
+                if cfg.agent.loss == "log_gap":  # f*'s stand-in: tuned Adam's best value in twice the horizon
+                    adam = l2o.solve(self.tasks, x, self.env.state.phi, 2 * horizon).values
+                    reference = adam.nan_to_num(nan=math.inf).min(1).values / adam[:, 0]
                 done = 0
                 while done < horizon and step < total:
                     self.model.train()
                     ratios, current = l2o.unroll(self.tasks, x, current, min(segment, horizon - done), self.model.act,
                                                  self.model.learning_rate)
                     done += ratios.shape[1]
-                    loss = self.loss(ratios)
+                    loss = self.loss(ratios, reference)
                     if not torch.isfinite(loss):  # a task blew up: drop this unroll, draw fresh tasks
                         skipped += 1
                         if skipped >= MAX_SKIPPED_UNROLLS:
@@ -162,13 +189,11 @@ class L2OObjectiveAgent(Agent):
                     step += 1
                     self._after_step(step, loss.item(), heldout, writer, progress)
             self.model.eval()
-            learned = LearnedOptimizer(self.model.act, self.model.learning_rate)
-            log_objective_curves(writer, "learned", learned.solve(self.tasks, heldout.x, heldout.phi0, 2 * horizon))
-            log_objective_curves(writer, "adam", l2o.solve(self.tasks, heldout.x, heldout.phi0, 2 * horizon))
+            heldout.log_curves(writer, LearnedOptimizer(self.model.act, self.model.learning_rate))
         finally:
             progress.close()
             writer.close()
-        self.model.save(run.path / self.model_file)
+        self.model.save(run.path / OPTIMIZER_FILE)
 
     def _after_step(self, step: int, loss: float, heldout: _HeldOut, writer: SummaryWriter, progress: Progress) -> None:
         cfg = self.config
@@ -186,20 +211,30 @@ class L2OObjectiveAgent(Agent):
         progress.update(1)
 
     def load_optimizer(self) -> LearnedOptimizer:
-        path = self.run.path / self.model_file
-        if not path.is_file():
-            raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
-        model = CoordinatewiseUpdate.load(path, self.device).eval()
-        return LearnedOptimizer(model.act, model.learning_rate)
+        return load_optimizer(self)
 
     def load_predictor(self) -> Predictor:
         return _final_parameters(self)
 
 
 class L2OSB3Agent(SB3Agent):
-    """SB3 TD3/DDPG with the coordinatewise policy; held-out metric: median steps to tuned Adam's final objective."""
+    """SB3 TD3/DDPG with the coordinatewise policy; held-out metric: median steps to tuned Adam's final objective.
+
+    The trained actor is the same per-coordinate network as the objective agent's: at the end it is
+    exported as a ``CoordinatewiseUpdate`` (``optimizer.pt``), deployable without SB3.
+    """
 
     policy_class = CoordinatewiseTD3Policy
+
+    def train(self, resume: bool = False) -> None:
+        super().train(resume)
+        actor = self.load_model().policy.actor
+        update = CoordinatewiseUpdate.for_tasks(self.problem, hidden_sizes=tuple(self.config.agent.net_arch), activation="relu")
+        update.net.load_state_dict({k.removeprefix("mu."): v for k, v in actor.state_dict().items() if k.startswith("mu.")})
+        update.save(self.run.path / OPTIMIZER_FILE)
+        optimizer = self.load_optimizer()
+        with SummaryWriter(str(self.run.tensorboard)) as writer:
+            self.make_heldout().log_curves(writer, optimizer)
 
     def make_heldout(self) -> Any:
         return _HeldOut(self.problem, self.config.eval.seed, min(HELDOUT_DURING_TRAINING, self.config.eval.contexts), self.device)
@@ -218,7 +253,7 @@ class L2OSB3Agent(SB3Agent):
         return LearnedOptimizer(policy, l2o.base_learning_rate(self.problem))
 
     def load_optimizer(self) -> LearnedOptimizer:
-        return self._as_optimizer(self.load_model())
+        return load_optimizer(self)
 
     def load_predictor(self) -> Predictor:
         return _final_parameters(self)

@@ -119,15 +119,18 @@ Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def value_and_grad(objective: Objective, phi: torch.Tensor, x: torch.Tensor,
-                   keep_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(phi) per task and its gradient (a constant: no second derivatives, as in Andrychowicz et al.).
+                   keep_graph: bool = False, second_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """f(phi) per task and its gradient.
 
     ``keep_graph``: the value stays differentiable in phi (for an unrolled loss);
-    otherwise both come back detached, and autograd is used locally even under ``no_grad``.
+    the gradient is then a constant (Andrychowicz et al.'s first-order
+    approximation) unless ``second_order``, which keeps it differentiable too
+    (double backprop). Otherwise both come back detached, and autograd is used
+    locally even under ``no_grad``.
     """
     if keep_graph and phi.requires_grad:
         value = objective(phi, x)
-        (grad,) = torch.autograd.grad(value.sum(), phi, retain_graph=True)
+        (grad,) = torch.autograd.grad(value.sum(), phi, retain_graph=True, create_graph=second_order)
         return value, grad
     with torch.enable_grad():
         p = phi.detach().requires_grad_(True)

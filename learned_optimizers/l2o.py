@@ -1,13 +1,17 @@
 """Learning to optimize as a batched iteration: the core shared by the env, the agents and the benchmark.
 
 An ``L2OState`` holds a batch of training runs, one per task. ``advance``
-applies a per-coordinate action as a correction of Adam's step,
+applies a per-coordinate action a to Adam's step d_Adam (bias-corrected
+m / sqrt(v)), in one of two forms (``settings.action``):
 
-    phi+ = phi + lr * (a - d_Adam),
+    correction:  phi+ = phi + lr * (a - d_Adam)       (any move, in units of the learning rate)
+    step_scale:  phi+ = phi - lr * exp(a) * d_Adam    (a learned per-coordinate step size)
 
 so the zero action *is* Adam with learning rate ``lr`` (the family's tuned rate
 unless the settings fix one), and evaluates the objective and its gradient
-once. ``observe`` gives each coordinate the same scale-free features (Li &
+once. A correction can move anywhere but its noise does not vanish at the
+optimum; a step scale inherits Adam's shrinking steps there, which matters on
+objectives whose optimum must be met to high relative precision. ``observe`` gives each coordinate the same scale-free features (Li &
 Malik's history of gradients and objective changes):
 
 * Adam's direction d (bias-corrected m / sqrt(v)),
@@ -69,6 +73,12 @@ class L2OState:
     changes: torch.Tensor  # (B, H) past relative objective changes, newest first
     initial_value: torch.Tensor  # (B,) f(phi_0)
     steps: torch.Tensor  # (B,) long
+    #: every feature stays differentiable in phi (an exact meta-gradient); otherwise features are constants
+    second_order: bool = False
+
+    def feature(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` as a feature input: differentiable only in second-order unrolls."""
+        return t if self.second_order else t.detach()
 
     def where(self, mask: torch.Tensor, other: "L2OState") -> "L2OState":
         m1, m2 = mask.unsqueeze(1), mask.view(-1, 1, 1)
@@ -76,12 +86,15 @@ class L2OState:
                         torch.where(m1, other.grad, self.grad), self.adam.where(mask, other.adam),
                         torch.where(m2, other.grads, self.grads), torch.where(m2, other.moves, self.moves),
                         torch.where(m1, other.changes, self.changes),
-                        torch.where(mask, other.initial_value, self.initial_value), torch.where(mask, other.steps, self.steps))
+                        torch.where(mask, other.initial_value, self.initial_value), torch.where(mask, other.steps, self.steps),
+                        self.second_order)
 
     def detached(self) -> "L2OState":
         """The same state cut from the autograd graph (the truncation point of a truncated unroll)."""
         phi = self.phi.detach().requires_grad_(self.phi.requires_grad)
-        return replace(self, phi=phi, value=self.value.detach())
+        adam = AdamMoments(self.adam.m.detach(), self.adam.v.detach(), self.adam.t)
+        return replace(self, phi=phi, value=self.value.detach(), grad=self.grad.detach(), adam=adam,
+                       grads=self.grads.detach(), moves=self.moves.detach(), changes=self.changes.detach())
 
     def diverged(self, settings: L2OTaskSettings) -> torch.Tensor:
         finite = torch.isfinite(self.value) & torch.isfinite(self.phi).all(1)
@@ -110,35 +123,43 @@ def base_learning_rate(tasks: TrainingTaskFamily) -> float:
     return tasks.settings.learning_rate or tuned_learning_rate(tasks, "adam").best
 
 
-def start(tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, keep_graph: bool = False) -> L2OState:
+def start(tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, keep_graph: bool = False,
+          second_order: bool = False) -> L2OState:
     """Evaluate f and its gradient at phi_0; Adam's moments take that first gradient."""
     tasks.check_iterates(phi0, x)
     H = tasks.settings.history
     phi = phi0.to(x.dtype)
     if keep_graph:
         phi = phi.detach().requires_grad_(True)
-    value, grad = value_and_grad(tasks.objective, phi, x, keep_graph)
+    value, grad = value_and_grad(tasks.objective, phi, x, keep_graph, second_order)
     B, p = phi.shape
     grads = torch.zeros(B, p, H, dtype=x.dtype, device=x.device)
     grads[:, :, 0] = grad
     return L2OState(phi, value, grad, AdamMoments.zeros_like(phi.detach()).update(grad), grads, torch.zeros_like(grads),
                     torch.zeros(B, H, dtype=x.dtype, device=x.device), value.detach(),
-                    torch.zeros(B, dtype=torch.long, device=x.device))
+                    torch.zeros(B, dtype=torch.long, device=x.device), second_order)
 
 
 def advance(tasks: TrainingTaskFamily, x: torch.Tensor, state: L2OState, action: torch.Tensor | None, lr: float,
             keep_graph: bool = False) -> L2OState:
-    """One optimizer step under ``action`` (``None`` = the zero action = Adam), then f and its gradient."""
+    """One optimizer step under ``action`` (``None`` = the zero action = Adam), then f and its gradient
+    (differentiable too when the state is second-order)."""
     direction = state.adam.direction()
-    update = -direction if action is None else action.to(state.phi.dtype) - direction
+    if action is None:
+        update = -direction
+    elif tasks.settings.action == "correction":
+        update = action.to(state.phi.dtype) - direction
+    else:
+        update = -torch.exp(action.to(state.phi.dtype)) * direction
     phi = state.phi + lr * update
-    value, grad = value_and_grad(tasks.objective, phi, x, keep_graph)
-    previous = state.value.detach()
-    change = (value.detach() - previous) / previous.abs().clamp(min=torch.finfo(previous.dtype).tiny)
+    value, grad = value_and_grad(tasks.objective, phi, x, keep_graph, state.second_order)
+    previous = state.feature(state.value)
+    change = (state.feature(value) - previous) / previous.abs().clamp(min=torch.finfo(previous.dtype).tiny)
     grads = torch.cat([grad.unsqueeze(2), state.grads[:, :, :-1]], 2)
-    moves = torch.cat([update.detach().unsqueeze(2), state.moves[:, :, :-1]], 2)
+    moves = torch.cat([state.feature(update).unsqueeze(2), state.moves[:, :, :-1]], 2)
     changes = torch.cat([change.unsqueeze(1), state.changes[:, :-1]], 1)
-    return L2OState(phi, value, grad, state.adam.update(grad), grads, moves, changes, state.initial_value, state.steps + 1)
+    return L2OState(phi, value, grad, state.adam.update(grad), grads, moves, changes, state.initial_value, state.steps + 1,
+                    state.second_order)
 
 
 def _signed_log(v: torch.Tensor) -> torch.Tensor:
@@ -152,7 +173,7 @@ def observe(state: L2OState, settings: L2OTaskSettings) -> torch.Tensor:
     rms = state.adam.rms().clamp(min=torch.finfo(state.grad.dtype).tiny).unsqueeze(2)
     grads = torch.asinh(state.grads / rms)
     changes = _signed_log(state.changes).unsqueeze(1).expand(B, p, H)
-    progress = torch.log10((state.value.detach() / state.initial_value).abs().clamp(1e-12, 1e12)) / _LOG_SCALE
+    progress = torch.log10((state.feature(state.value) / state.initial_value).abs().clamp(1e-12, 1e12)) / _LOG_SCALE
     fraction = (state.steps.to(grads.dtype) / settings.horizon).clamp(max=1.0)
     tail = torch.stack([progress, fraction], 1).unsqueeze(1).expand(B, p, 2)
     out = torch.cat([torch.asinh(state.adam.direction()).unsqueeze(2), grads, torch.asinh(state.moves), changes, tail], 2)
@@ -167,7 +188,8 @@ def unroll(tasks: TrainingTaskFamily, x: torch.Tensor, state: L2OState, steps: i
            lr: float) -> tuple[torch.Tensor, L2OState]:
     """Differentiable: f(phi_k) / f(phi_0) for the next ``steps`` steps, (B, steps), and the state after them.
 
-    Start from ``start(..., keep_graph=True)``; cut with ``state.detached()`` for truncated unrolls.
+    Start from ``start(..., keep_graph=True)`` (with ``second_order=True`` for the exact meta-gradient,
+    gradients and features included); cut with ``state.detached()`` for truncated unrolls.
     """
     values = []
     for _ in range(steps):

@@ -224,3 +224,43 @@ def test_saved_update_loads_and_solves_the_same(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a model")
     with pytest.raises(ValueError, match="is not a learned optimizer file"):
         CoordinatewiseUpdate.load(tmp_path / "bad.pt")
+
+
+def test_step_scale_action_is_a_per_coordinate_learning_rate():
+    tasks, x, phi0 = quadratic(n=3, action="step_scale", max_correction=2.0)
+    double = CoordinatewiseUpdate.for_tasks(tasks, hidden_sizes=(4,)).double()
+    torch.nn.init.constant_(double.net[-1].bias, math.atanh(math.log(2.0) / 2.0))  # a = log 2 everywhere
+    ours = l2o.solve(tasks, x, phi0, 15, double.act, lr=0.05)
+    adam = first_order_trace(tasks.objective, x, phi0, "adam", 0.1, 15)
+    torch.testing.assert_close(ours.values, adam.values, rtol=1e-9, atol=1e-12)
+    with pytest.raises(SettingsError, match="action='newton' is not allowed"):
+        make_tasks("logreg", action="newton")
+
+
+@pytest.mark.parametrize("family", ["quadratic", "robust"])
+def test_second_order_meta_gradient_matches_finite_differences(family):
+    tasks = make_tasks(family, **({"dim": 3} if family == "quadratic" else {"dim": 2, "samples": 10}))
+    gen = torch.Generator().manual_seed(2)
+    x = tasks.sample_contexts(2, gen).double()
+    phi0 = tasks.initial_iterate(x, gen).double()
+    model = CoordinatewiseUpdate.for_tasks(tasks, hidden_sizes=(4,)).double()
+    torch.nn.init.normal_(model.net[-1].weight, std=0.3)
+    bias = model.net[-1].bias
+
+    def final_log_value(second_order: bool) -> torch.Tensor:
+        state = l2o.start(tasks, x, phi0, keep_graph=True, second_order=second_order)
+        ratios, _ = l2o.unroll(tasks, x, state, 4, model.act, 0.05)
+        return torch.log(ratios[:, -1]).sum()
+
+    (exact,) = torch.autograd.grad(final_log_value(True), bias)
+    (first,) = torch.autograd.grad(final_log_value(False), bias)
+    with torch.no_grad():
+        h = 1e-6
+        bias += h
+        up = l2o.solve(tasks, x, phi0, 4, model.act, 0.05).values[:, -1]
+        bias -= 2 * h
+        down = l2o.solve(tasks, x, phi0, 4, model.act, 0.05).values[:, -1]
+        bias += h
+    fd = (torch.log(up).sum() - torch.log(down).sum()) / (2 * h)
+    torch.testing.assert_close(exact, fd.reshape(1), rtol=1e-5, atol=1e-9)
+    assert not torch.allclose(first, fd.reshape(1), rtol=1e-3)  # the first-order approximation drops terms

@@ -80,6 +80,11 @@ def test_sb3_td3_with_the_coordinatewise_policy_then_eval_and_benchmark(tmp_path
     perm = torch.randperm(15)
     with torch.no_grad():
         torch.testing.assert_close(model.policy.actor(obs[:, perm]), model.policy.actor(obs)[:, perm])
+        # exported as the same deployable network the objective agent trains: same actions, in env units
+        exported = CoordinatewiseUpdate.load(td3 / "optimizer.pt")
+        bound = exported.tasks.settings.max_correction
+        torch.testing.assert_close(exported.act(obs), bound * model.policy.actor(obs))
+    assert scalar_steps(td3 / "tb" / "objective_vs_step_learned_median", "objective_vs_step/learned", subdir=False) == [list(range(41))]
 
     assert main(["eval", str(obj), "--episodes", "2"]) == 0
     result = json.loads((obj / "eval.json").read_text())

@@ -39,7 +39,9 @@ class L2OTaskSettings:
     horizon: int = setting(100, ge=1, doc="optimizer steps per episode")
     learning_rate: float = setting(0.0, ge=0.0, doc="step size of the Adam step the action corrects; "
                                                     "0 = the family's Adam learning rate tuned by a sweep on training tasks")
-    max_correction: float = setting(5.0, gt=0.0, doc="bound of the per-coordinate action, in units of the learning rate")
+    action: str = setting("correction", choices=("correction", "step_scale"),
+                          doc="correction: phi += lr (a - d_Adam); step_scale: phi -= lr exp(a) d_Adam (a = 0: Adam either way)")
+    max_correction: float = setting(5.0, gt=0.0, doc="bound of the per-coordinate action a")
     init_scale: float = setting(1.0, gt=0.0, doc="std of the initial parameters phi_0")
     blowup: float = setting(1e6, gt=1.0, doc="an objective above blowup * f(phi_0) ends the episode as diverged")
 
