@@ -321,27 +321,26 @@ def config_from_dict(raw: Any) -> RunConfig:
             f"agent.kind={config.agent.kind!r}, problem.family={config.problem_family!r}, env={config.env!r}: "
             "RLQP needs all three of agent.kind=rlqp_td3, problem.family=qp and env=amortize/QP-RLQP-v0"
         )
-    l2o = config.problem_family in TRAINING_TASK_FAMILIES
-    if l2o != (config.env == L2O_ENV):
-        raise ConfigError(f"problem.family={config.problem_family!r} and env={config.env!r}: the training-task families "
-                          f"({', '.join(TRAINING_TASK_FAMILIES)}) go with env={L2O_ENV} and only there")
-    if l2o and config.agent.kind not in L2O_AGENTS:
-        raise ConfigError(f"agent.kind={config.agent.kind!r} cannot train on {L2O_ENV}; allowed: {', '.join(L2O_AGENTS)}")
-    if not l2o and config.agent.kind.startswith("l2o_"):
-        raise ConfigError(f"agent.kind={config.agent.kind!r} needs env={L2O_ENV}")
-    fixed_point = config.problem_family in FIXED_POINT_FAMILIES
-    if fixed_point != (config.env == FIXED_POINT_ENV):
-        raise ConfigError(f"problem.family={config.problem_family!r} and env={config.env!r}: the fixed-point families "
-                          f"({', '.join(FIXED_POINT_FAMILIES)}) go with env={FIXED_POINT_ENV} and only there")
-    if fixed_point and config.agent.kind not in FIXED_POINT_AGENTS:
-        raise ConfigError(f"agent.kind={config.agent.kind!r} cannot train on {FIXED_POINT_ENV}; allowed: {', '.join(FIXED_POINT_AGENTS)}")
-    if not fixed_point and config.agent.kind.startswith("fp_"):
-        raise ConfigError(f"agent.kind={config.agent.kind!r} needs env={FIXED_POINT_ENV}")
+    _check_pairing(config, TRAINING_TASK_FAMILIES, "the training-task families", L2O_ENV, L2O_AGENTS, "l2o_")
+    _check_pairing(config, FIXED_POINT_FAMILIES, "the fixed-point families", FIXED_POINT_ENV, FIXED_POINT_AGENTS, "fp_")
     if config.eval.seed == config.seed:
         raise ConfigError(
             f"eval.seed={config.eval.seed} equals seed: held-out contexts must never share the training seed"
         )
     return config
+
+
+def _check_pairing(config: RunConfig, families: Mapping[str, Any], what: str, env: str, agents: tuple[str, ...],
+                   agent_prefix: str) -> None:
+    """A group of families trains on one env, with the agent kinds listed for it (and its own kinds only there)."""
+    member = config.problem_family in families
+    if member != (config.env == env):
+        raise ConfigError(f"problem.family={config.problem_family!r} and env={config.env!r}: {what} "
+                          f"({', '.join(families)}) go with env={env} and only there")
+    if member and config.agent.kind not in agents:
+        raise ConfigError(f"agent.kind={config.agent.kind!r} cannot train on {env}; allowed: {', '.join(agents)}")
+    if not member and config.agent.kind.startswith(agent_prefix):
+        raise ConfigError(f"agent.kind={config.agent.kind!r} needs env={env}")
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

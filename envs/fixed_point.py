@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -24,7 +23,7 @@ from learned_optimizers import fixed_point as fp
 from learned_optimizers.fixed_point import FixedPointStatus
 from learned_optimizers.problems.fixed_point import make_map
 
-from .vector import TorchVectorEnv
+from .vector import SingleInstanceEnv, TorchVectorEnv
 
 #: reward of a step whose iterate diverged; a residual ratio above it is clipped to it
 DIVERGED_PENALTY = 10.0
@@ -120,31 +119,14 @@ class FixedPointVectorEnv(TorchVectorEnv):
         return self._observe(), rewards, terminated, truncated, info
 
 
-class FixedPointEnv(gym.Env):
+class FixedPointEnv(SingleInstanceEnv):
     """Single-instance form (``gymnasium.make``): numpy in, numpy out."""
 
-    metadata = {"render_modes": []}
+    vector_env_class = FixedPointVectorEnv
 
     def __init__(self, family: str = "deq", **settings: Any) -> None:
-        self.vec = FixedPointVectorEnv(1, family, "cpu", **settings)
-        self.observation_space = self.vec.single_observation_space
-        self.action_space = self.vec.single_action_space
-        self._done = True
+        super().__init__(family, **settings)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        if seed is None and not hasattr(self, "_seeded"):
-            seed = int(self.np_random.integers(2**31))
-        self._seeded = True
-        obs, info = self.vec.reset(seed=seed, options=options)
-        self._done = False
-        return obs[0].numpy(), {"residual_ratio": float(info["residual_ratio"][0])}
-
-    def step(self, action: np.ndarray):
-        if self._done:
-            raise RuntimeError("call reset() before step() (the episode has ended)")
-        _, reward, terminated, truncated, info = self.vec.step(np.asarray(action, dtype=np.float32)[None])
-        self._done = bool(terminated[0] or truncated[0])
-        out = {"residual_ratio": float(info["residual_ratio"][0]), "evaluations": int(info["evaluations"][0]),
-               "status": FixedPointStatus(int(info["status"][0])).label}
-        return info["final_obs"][0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), out
+    def step_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {"residual_ratio": float(info["residual_ratio"][0]), "evaluations": int(info["evaluations"][0]),
+                "status": FixedPointStatus(int(info["status"][0])).label}

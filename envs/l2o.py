@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -35,7 +34,7 @@ from learned_optimizers import l2o
 from learned_optimizers.l2o import L2OStatus
 from learned_optimizers.problems.training_tasks import make_tasks
 
-from .vector import TorchVectorEnv
+from .vector import SingleInstanceEnv, TorchVectorEnv
 
 #: reward of a step whose iterate diverged; a worse objective ratio is clipped to it
 DIVERGED_PENALTY = 10.0
@@ -126,31 +125,14 @@ class LearnToOptimizeVectorEnv(TorchVectorEnv):
         return self._observe(), rewards, diverged, truncated, info
 
 
-class LearnToOptimizeEnv(gym.Env):
+class LearnToOptimizeEnv(SingleInstanceEnv):
     """Single-instance form (``gymnasium.make``): numpy in, numpy out."""
 
-    metadata = {"render_modes": []}
+    vector_env_class = LearnToOptimizeVectorEnv
 
     def __init__(self, family: str = "logreg", **settings: Any) -> None:
-        self.vec = LearnToOptimizeVectorEnv(1, family, "cpu", **settings)
-        self.observation_space = self.vec.single_observation_space
-        self.action_space = self.vec.single_action_space
-        self._done = True
+        super().__init__(family, **settings)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        if seed is None and not hasattr(self, "_seeded"):
-            seed = int(self.np_random.integers(2**31))
-        self._seeded = True
-        obs, info = self.vec.reset(seed=seed, options=options)
-        self._done = False
-        return obs[0].numpy(), {k: float(v[0]) for k, v in info.items()}
-
-    def step(self, action: np.ndarray):
-        if self._done:
-            raise RuntimeError("call reset() before step() (the episode has ended)")
-        _, reward, terminated, truncated, info = self.vec.step(np.asarray(action, dtype=np.float32)[None])
-        self._done = bool(terminated[0] or truncated[0])
-        out = {"objective": float(info["objective"][0]), "objective_ratio": float(info["objective_ratio"][0]),
-               "steps": int(info["steps"][0]), "status": L2OStatus(int(info["status"][0])).label}
-        return info["final_obs"][0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), out
+    def step_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {"objective": float(info["objective"][0]), "objective_ratio": float(info["objective_ratio"][0]),
+                "steps": int(info["steps"][0]), "status": L2OStatus(int(info["status"][0])).label}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -78,3 +79,39 @@ class TorchVectorEnv(VectorEnv):
         if mask.shape != (num_envs,):
             raise ValueError(f"options['reset_mask'] must have shape ({num_envs},), got {tuple(mask.shape)}")
         return mask
+
+
+class SingleInstanceEnv(gym.Env):
+    """The single-instance form of a batched env (``gymnasium.make``): numpy in, numpy out, one episode at a time.
+
+    Subclasses name their ``vector_env_class`` and turn the batched step info into plain values.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+    vector_env_class: type[TorchVectorEnv]
+
+    def __init__(self, family: str, **settings: Any) -> None:
+        self.vec = self.vector_env_class(1, family, "cpu", **settings)
+        self.observation_space = self.vec.single_observation_space
+        self.action_space = self.vec.single_action_space
+        self._done = True
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is None and not hasattr(self, "_seeded"):
+            seed = int(self.np_random.integers(2**31))
+        self._seeded = True
+        obs, info = self.vec.reset(seed=seed, options=options)
+        self._done = False
+        return obs[0].numpy(), {key: float(value[0]) for key, value in info.items()}
+
+    def step(self, action: np.ndarray):
+        if self._done:
+            raise RuntimeError("call reset() before step() (the episode has ended)")
+        _, reward, terminated, truncated, info = self.vec.step(np.asarray(action, dtype=np.float32)[None])
+        self._done = bool(terminated[0] or truncated[0])
+        return info["final_obs"][0].numpy(), float(reward[0]), bool(terminated[0]), bool(truncated[0]), self.step_info(info)
+
+    def step_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The first row of the batched info, as plain values."""
+        raise NotImplementedError
