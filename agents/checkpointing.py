@@ -29,6 +29,19 @@ def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: t
     return int(state["step"])
 
 
+def begin_training(agent: Any, resume: bool) -> int:
+    """Seed, build the agent's model, optimizer and env, draw the first batch, and restore the checkpoint
+    when resuming; returns the step training starts from. The agent has ``build()``, ``model``,
+    ``optimizer`` and ``env``."""
+    from .seeding import seed_everything
+
+    seed_everything(agent.config.seed)
+    agent.build()
+    agent.env.reset(seed=agent.config.seed)
+    state = agent.run.load_checkpoint(device=agent.device) if resume else None
+    return 0 if state is None else restore_training_state(state, agent.model, agent.optimizer, agent.env)
+
+
 def cached_labels(path: Path, device: torch.device, sample: Callable[[], torch.Tensor],
                   label: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(contexts, solutions): read from ``path``, or sampled, labelled once and saved there."""

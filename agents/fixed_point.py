@@ -27,9 +27,9 @@ from learned_optimizers.problems.fixed_point import FixedPointMap, FixedPointTas
 
 from .base import Agent, Predictor
 from .bench_qp import shifted_geometric_mean
-from .checkpointing import cached_labels, restore_training_state, training_state
+from .checkpointing import begin_training, cached_labels, training_state
 from .progress import Progress
-from .seeding import generator, seed_everything
+from .seeding import generator
 from .sb3 import SB3Agent, deterministic_actions
 
 #: held-out contexts evaluated during training (the full eval.contexts at the end)
@@ -112,13 +112,7 @@ class FixedPointUnrollAgent(Agent):
 
     def train(self, resume: bool = False) -> None:
         cfg, run = self.config, self.run
-        seed_everything(cfg.seed)
-        self.build()
-        self.env.reset(seed=cfg.seed)
-        step = 0
-        state = run.load_checkpoint(device=self.device) if resume else None
-        if state is not None:
-            step = restore_training_state(state, self.model, self.optimizer, self.env)
+        step = begin_training(self, resume)
         self.prepare(resume)
         K = self.fp_map.settings.max_steps
         heldout = heldout_fixed_point_contexts(self.fp_map, cfg.eval.seed, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts), self.device)

@@ -30,11 +30,11 @@ from learned_optimizers.problems.training_tasks import TrainingTaskFamily
 
 from .base import Agent, Predictor
 from .bench_qp import shifted_geometric_mean
-from .checkpointing import restore_training_state, training_state
+from .checkpointing import begin_training, training_state
 from .policies import CoordinatewiseTD3Policy
 from .progress import Progress
 from .sb3 import SB3Agent
-from .seeding import generator, seed_everything
+from .seeding import generator
 
 #: held-out tasks evaluated during training (the full eval.contexts at the end)
 HELDOUT_DURING_TRAINING = 256
@@ -144,13 +144,7 @@ class L2OObjectiveAgent(Agent):
 
     def train(self, resume: bool = False) -> None:
         cfg, run = self.config, self.run
-        seed_everything(cfg.seed)
-        self.build()
-        self.env.reset(seed=cfg.seed)
-        step = 0
-        state = run.load_checkpoint(device=self.device) if resume else None
-        if state is not None:
-            step = restore_training_state(state, self.model, self.optimizer, self.env)
+        step = begin_training(self, resume)
         horizon = self.tasks.settings.horizon
         segment = cfg.agent.truncation or horizon
         heldout = _HeldOut(self.tasks, cfg.eval.seed, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts), self.device)
