@@ -26,6 +26,32 @@ from .config import RunConfig
 from .heldout import heldout_contexts, solve
 
 
+def policy_episodes(config: RunConfig, policy: Any, episodes: int, final_key: str,
+                    restart: Any = None) -> dict[str, Any]:
+    """Gymnasium episodes of a learned iterative solver's policy (observation batch -> action batch) in the
+    single-instance env, seeded from ``eval.seed``: return, the median of ``info[final_key]`` at the end,
+    and the count of each final status. ``restart(env)`` may reset the env again after the seeded reset
+    (e.g. with a learned start) and return the new observation."""
+    env = gym.make(config.env, family=config.problem_family, **config.problem_kwargs()).unwrapped
+    returns, finals, statuses = [], [], []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=config.eval.seed + episode)
+        if restart is not None:
+            obs = restart(env)
+        total, done, info = 0.0, False, {}
+        while not done:
+            action = policy(torch.as_tensor(obs).unsqueeze(0))[0].cpu().numpy()
+            obs, reward, terminated, truncated, info = env.step(action)
+            total, done = total + reward, terminated or truncated
+        returns.append(total)
+        finals.append(info[final_key])
+        statuses.append(info["status"])
+    r = torch.tensor(returns)
+    return {"episodes": episodes, "return_mean": float(r.mean()), "return_std": float(r.std()) if episodes > 1 else 0.0,
+            f"median_final_{final_key}": float(torch.tensor(finals).median()),
+            "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}}
+
+
 def time_predictor(predictor: Predictor, contexts: torch.Tensor, repeats: int) -> float:
     """Median seconds of one batched prediction (after two warm-up calls)."""
     for _ in range(2):

@@ -28,6 +28,7 @@ from learned_optimizers.problems.fixed_point import FixedPointMap, FixedPointTas
 from .base import Agent, Predictor
 from .bench_qp import shifted_geometric_mean
 from .checkpointing import begin_training, cached_labels, training_state
+from .evaluation import policy_episodes
 from .progress import Progress
 from .seeding import generator
 from .sb3 import SB3Agent, deterministic_actions
@@ -233,36 +234,22 @@ def sb3_policy(model) -> fp.Policy:
 @torch.no_grad()
 def evaluate_fixed_point(agent: Agent, episodes: int) -> dict[str, Any]:
     """``amortize eval`` for a fixed-point run: Gymnasium episodes, then held-out contexts against AA."""
-    import gymnasium as gym
-
     config = agent.config
     fp_map = agent.problem
     acc = agent.load_accelerator()
-    env = gym.make(config.env, family=config.problem_family, **config.problem_kwargs()).unwrapped
-    returns, final_ratios, statuses = [], [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=config.eval.seed + episode)
-        if acc.initializer is not None:  # the learned start goes in through the env's reset option
-            x = env.vec.contexts
-            obs, _ = env.reset(options={"contexts": x, "initial_iterates": acc.initializer(x)})
-        total, done, info = 0.0, False, {}
-        while not done:
-            action = acc.policy(torch.as_tensor(obs).unsqueeze(0))[0].cpu().numpy()
-            obs, reward, terminated, truncated, info = env.step(action)
-            total, done = total + reward, terminated or truncated
-        returns.append(total)
-        final_ratios.append(info["residual_ratio"])
-        statuses.append(info["status"])
+
+    def learned_start(env: Any) -> Any:  # the learned start goes in through the env's reset option
+        x = env.vec.contexts
+        return env.reset(options={"contexts": x, "initial_iterates": acc.initializer(x)})[0]
+
+    episodes_result = policy_episodes(config, acc.policy, episodes, "residual_ratio",
+                                      learned_start if acc.initializer is not None else None)
     K = fp_map.settings.max_steps
     x = heldout_fixed_point_contexts(fp_map, config.eval.seed, config.eval.contexts, agent.device)
     ours = trace_metrics(acc.solve(fp_map, x, K), K)
     aa = trace_metrics(fp.solve(fp_map, x, anderson_settings(fp_map), K), K)
-    r = torch.tensor(returns)
     result = {
-        "run": agent.run.name, "agent": config.agent.kind,
-        "gymnasium": {"episodes": episodes, "return_mean": float(r.mean()), "return_std": float(r.std()) if episodes > 1 else 0.0,
-                      "median_final_ratio": float(torch.tensor(final_ratios).median()),
-                      "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}},
+        "run": agent.run.name, "agent": config.agent.kind, "gymnasium": episodes_result,
         "heldout": {"contexts": int(x.shape[0]), "learned": ours, "anderson": aa},
     }
     agent.run.write_json("eval.json", result)

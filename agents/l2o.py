@@ -31,6 +31,7 @@ from learned_optimizers.problems.training_tasks import TrainingTaskFamily
 from .base import Agent, Predictor
 from .bench_qp import shifted_geometric_mean
 from .checkpointing import begin_training, training_state
+from .evaluation import policy_episodes
 from .policies import CoordinatewiseTD3Policy
 from .progress import Progress
 from .sb3 import SB3Agent
@@ -267,31 +268,14 @@ def _final_parameters(agent: Any) -> Predictor:
 @torch.no_grad()
 def evaluate_l2o(agent: Agent, episodes: int) -> dict[str, Any]:
     """``amortize eval`` for a learning-to-optimize run: Gymnasium episodes, then held-out tasks against tuned Adam."""
-    import gymnasium as gym
-
     config = agent.config
     optimizer = agent.load_optimizer()
-    env = gym.make(config.env, family=config.problem_family, **config.problem_kwargs()).unwrapped
-    returns, final_ratios, statuses = [], [], []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=config.eval.seed + episode)
-        total, done, info = 0.0, False, {}
-        while not done:
-            action = optimizer.policy(torch.as_tensor(obs).unsqueeze(0))[0].cpu().numpy()
-            obs, reward, terminated, truncated, info = env.step(action)
-            total, done = total + reward, terminated or truncated
-        returns.append(total)
-        final_ratios.append(info["objective_ratio"])
-        statuses.append(info["status"])
+    episodes_result = policy_episodes(config, optimizer.policy, episodes, "objective_ratio")
     heldout = _HeldOut(agent.problem, config.eval.seed, config.eval.contexts, agent.device)
     ours = heldout.metrics(optimizer)
     adam = optimizer_metrics(heldout.adam, heldout.target, heldout.horizon)
-    r = torch.tensor(returns)
     result = {
-        "run": agent.run.name, "agent": config.agent.kind,
-        "gymnasium": {"episodes": episodes, "return_mean": float(r.mean()), "return_std": float(r.std()) if episodes > 1 else 0.0,
-                      "median_final_objective_ratio": float(torch.tensor(final_ratios).median()),
-                      "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}},
+        "run": agent.run.name, "agent": config.agent.kind, "gymnasium": episodes_result,
         "heldout": {"tasks": int(heldout.x.shape[0]), "horizon": heldout.horizon, "learned": ours, "adam": adam},
     }
     agent.run.write_json("eval.json", result)
