@@ -87,10 +87,7 @@ class FixedPointVectorEnv(TorchVectorEnv):
     def step(self, actions: Any):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        a = self.as_tensor(actions)
-        invalid = ~torch.isfinite(a).all(dim=1)
-        bound = self.task.max_correction
-        a = torch.nan_to_num(a, nan=0.0).clamp(-bound, bound)
+        a, invalid = self.bounded_actions(actions, self.task.max_correction)
         with torch.no_grad():
             self.state = fp.advance(self.map, self.contexts, self.state, a, self.task)
         ratio = self.state.ratio.float()
@@ -98,11 +95,9 @@ class FixedPointVectorEnv(TorchVectorEnv):
         converged = ~diverged & (ratio <= self.task.tol)
         terminated = converged | diverged
         truncated = ~terminated & (self.state.evaluations >= self.task.max_steps)
-        rewards = torch.where(diverged, torch.full_like(ratio, -DIVERGED_PENALTY), -ratio.clamp(max=DIVERGED_PENALTY))
-        status = torch.full_like(self.state.evaluations, int(FixedPointStatus.RUNNING))
-        status = torch.where(truncated, int(FixedPointStatus.MAX_STEPS), status)
-        status = torch.where(converged, int(FixedPointStatus.CONVERGED), status)
-        status = torch.where(diverged, int(FixedPointStatus.DIVERGED), status)
+        rewards = self.penalized_rewards(ratio, diverged, DIVERGED_PENALTY)
+        status = self.status_codes(ratio, FixedPointStatus.RUNNING, (truncated, FixedPointStatus.MAX_STEPS),
+                                   (converged, FixedPointStatus.CONVERGED), (diverged, FixedPointStatus.DIVERGED))
         done = terminated | truncated
         info: dict[str, Any] = {
             "residual_ratio": ratio,

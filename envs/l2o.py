@@ -97,18 +97,13 @@ class LearnToOptimizeVectorEnv(TorchVectorEnv):
     def step(self, actions: Any):
         if self.state is None:
             raise RuntimeError("call reset() before step()")
-        a = self.as_tensor(actions)
-        invalid = ~torch.isfinite(a).all(dim=1)
-        bound = self.task.max_correction
-        a = torch.nan_to_num(a, nan=0.0).clamp(-bound, bound)
+        a, invalid = self.bounded_actions(actions, self.task.max_correction)
         self.state = l2o.advance(self.tasks, self.contexts, self.state, a, self.learning_rate)
         ratio = (self.state.value / self.state.initial_value).float()
         diverged = invalid | self.state.diverged(self.task)
         truncated = ~diverged & (self.state.steps >= self.task.horizon)
-        rewards = torch.where(diverged, torch.full_like(ratio, -DIVERGED_PENALTY), -ratio.clamp(max=DIVERGED_PENALTY))
-        status = torch.full_like(self.state.steps, int(L2OStatus.RUNNING))
-        status = torch.where(truncated, int(L2OStatus.MAX_STEPS), status)
-        status = torch.where(diverged, int(L2OStatus.DIVERGED), status)
+        rewards = self.penalized_rewards(ratio, diverged, DIVERGED_PENALTY)
+        status = self.status_codes(ratio, L2OStatus.RUNNING, (truncated, L2OStatus.MAX_STEPS), (diverged, L2OStatus.DIVERGED))
         done = diverged | truncated
         info: dict[str, Any] = {
             **self._info(),

@@ -70,6 +70,25 @@ class TorchVectorEnv(VectorEnv):
             raise ValueError(f"actions must have shape {expected}, got {tuple(a.shape)}")
         return a
 
+    def bounded_actions(self, actions: Any, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions clamped to [-bound, bound] with NaN read as 0, and which rows had a non-finite entry."""
+        a = self.as_tensor(actions)
+        invalid = ~torch.isfinite(a).flatten(1).all(dim=1)
+        return torch.nan_to_num(a, nan=0.0).clamp(-bound, bound), invalid
+
+    @staticmethod
+    def penalized_rewards(cost: torch.Tensor, diverged: torch.Tensor, penalty: float) -> torch.Tensor:
+        """-cost, clipped at -penalty, and exactly -penalty where the instance diverged."""
+        return torch.where(diverged, torch.full_like(cost, -penalty), -cost.clamp(max=penalty))
+
+    @staticmethod
+    def status_codes(like: torch.Tensor, running: int, *flags: tuple[torch.Tensor, int]) -> torch.Tensor:
+        """Per-instance status: ``running`` unless a flag holds; a later flag wins over an earlier one."""
+        status = torch.full(like.shape, int(running), dtype=torch.long, device=like.device)
+        for mask, code in flags:
+            status = torch.where(mask, int(code), status)
+        return status
+
     @staticmethod
     def reset_mask(options: dict[str, Any] | None, num_envs: int, device: torch.device) -> torch.Tensor:
         """The sub-envs a reset applies to (gymnasium's ``options['reset_mask']``), all by default."""

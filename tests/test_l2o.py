@@ -128,6 +128,7 @@ def test_zero_action_is_tuned_adam_through_the_core_and_the_env():
 
 def test_coordinatewise_update_is_permutation_equivariant_along_the_whole_trajectory():
     tasks, x, phi0 = quadratic(dim=5, n=3)
+    torch.manual_seed(0)
     model = CoordinatewiseUpdate.for_tasks(tasks, hidden_sizes=(16,)).double()
     torch.nn.init.normal_(model.net[-1].weight, std=0.5)  # a non-trivial update, not Adam
     perm = torch.tensor([3, 0, 4, 1, 2])
@@ -216,6 +217,7 @@ def test_adam_moments_track_a_step_count_per_task():
 
 def test_saved_update_loads_and_solves_the_same(tmp_path):
     tasks, x, phi0 = quadratic(n=2)
+    torch.manual_seed(0)
     model = CoordinatewiseUpdate.for_tasks(tasks, hidden_sizes=(8,))
     torch.nn.init.normal_(model.net[-1].weight, std=0.3)
     model.save(tmp_path / "opt.pt")
@@ -243,6 +245,7 @@ def test_second_order_meta_gradient_matches_finite_differences(family):
     gen = torch.Generator().manual_seed(2)
     x = tasks.sample_contexts(2, gen).double()
     phi0 = tasks.initial_iterate(x, gen).double()
+    torch.manual_seed(0)
     model = CoordinatewiseUpdate.for_tasks(tasks, hidden_sizes=(4,)).double()
     torch.nn.init.normal_(model.net[-1].weight, std=0.3)
     with torch.no_grad():  # read only Adam's direction and the gradients: the features second order differentiates
@@ -266,4 +269,4 @@ def test_second_order_meta_gradient_matches_finite_differences(family):
         bias += h
     fd = (torch.log(up).sum() - torch.log(down).sum()) / (2 * h)
     torch.testing.assert_close(exact, fd.reshape(1), rtol=1e-5, atol=1e-9)
-    assert not torch.allclose(first, fd.reshape(1), rtol=1e-3)  # the first-order approximation drops terms
+    assert (first - fd).abs().item() > 100 * (exact - fd).abs().item()  # the first-order approximation drops terms
