@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from .linalg import BatchMatrix, DenseCholesky, LinearSystem, SparseLDL
+from .linalg import BatchMatrix, DenseCholesky, LinearSystem, SparseLDL, limit_scaling, norm_inf
 from .problems.qp import QP, QPBatch
 from .settings import setting, validate
 from .timing import synchronize
@@ -34,7 +34,6 @@ INFINITE_BOUND = OSQP_INFTY * 1e-4  # after scaling, |bound| above this counts a
 RHO_MIN, RHO_MAX = 1e-6, 1e6
 RHO_TOL = 1e-4  # u - l below this makes a row an equality
 RHO_EQ_OVER_RHO_INEQ = 1e3
-MIN_SCALING, MAX_SCALING = 1e-4, 1e4
 DIVISION_TOL = 1.0 / OSQP_INFTY
 ZERO_DEADZONE = 1e-15
 
@@ -114,15 +113,6 @@ class QPSolution:
         return [Status(int(s)).label for s in self.status.tolist()]
 
 
-def _limit_scaling(v: torch.Tensor) -> torch.Tensor:
-    """OSQP's rule: norms below MIN_SCALING become 1, above MAX_SCALING are clipped."""
-    return torch.where(v < MIN_SCALING, torch.ones_like(v), v).clamp(max=MAX_SCALING)
-
-
-def _norm_inf(v: torch.Tensor) -> torch.Tensor:
-    return v.abs().amax(dim=1) if v.shape[1] else v.new_zeros(v.shape[0])
-
-
 class OSQPBatch:
     """OSQP for a batch of QPs. ``backend``: 'dense' (batched Cholesky) or 'sparse' (QDLDL of the KKT matrix)."""
 
@@ -191,15 +181,15 @@ class OSQPBatch:
         for _ in range(self.settings.scaling):
             d = torch.maximum(P.col_norm_inf(upper_only=True), A.col_norm_inf())
             e = A.row_norm_inf()
-            d = 1.0 / torch.sqrt(_limit_scaling(d))
-            e = 1.0 / torch.sqrt(_limit_scaling(e))
+            d = 1.0 / torch.sqrt(limit_scaling(d))
+            e = 1.0 / torch.sqrt(limit_scaling(e))
             P = P.scaled(d, d)
             A = A.scaled(e, d)
             q = q * d
             D, E = D * d, E * e
             # cost normalization: mean column norm of P (real columns only) against ||q||
             mean_col = (P.col_norm_inf(upper_only=True) * self.var_mask).sum(dim=1) / n_real
-            cost = _limit_scaling(torch.maximum(mean_col, _limit_scaling(_norm_inf(q))))
+            cost = limit_scaling(torch.maximum(mean_col, limit_scaling(norm_inf(q))))
             ct = 1.0 / cost
             P = P.scaled(None, None, ct)
             q = q * ct.unsqueeze(1)
@@ -454,10 +444,10 @@ class OSQPBatch:
         cinv = self.cinv
         self.info = {
             "Ax": Ax, "Px": Px, "Aty": Aty,
-            "scaled_prim_res": _norm_inf(prim_vec),
-            "scaled_dual_res": _norm_inf(dual_vec),
-            "prim_res": _norm_inf(self.Einv * prim_vec),
-            "dual_res": cinv * _norm_inf(self.Dinv * dual_vec),
+            "scaled_prim_res": norm_inf(prim_vec),
+            "scaled_dual_res": norm_inf(dual_vec),
+            "prim_res": norm_inf(self.Einv * prim_vec),
+            "dual_res": cinv * norm_inf(self.Dinv * dual_vec),
             "obj_val": cinv * (0.5 * quad + lin),
             "duality_gap": cinv * (quad + lin + sup),
             "gap_scale": cinv * torch.maximum(torch.maximum(quad.abs(), lin.abs()), sup.abs()),
@@ -469,9 +459,9 @@ class OSQPBatch:
         eps_abs, eps_rel, eps_pinf, eps_dinf = s.eps_abs * f, s.eps_rel * f, s.eps_prim_inf * f, s.eps_dual_inf * f
         Ax, Px, Aty = info["Ax"], info["Px"], info["Aty"]
         nonconvex = ~(info["prim_res"] <= OSQP_INFTY) | ~(info["dual_res"] <= OSQP_INFTY)
-        eps_prim = eps_abs + eps_rel * torch.maximum(_norm_inf(self.Einv * self.z), _norm_inf(self.Einv * Ax))
+        eps_prim = eps_abs + eps_rel * torch.maximum(norm_inf(self.Einv * self.z), norm_inf(self.Einv * Ax))
         eps_dual = eps_abs + eps_rel * self.cinv * torch.maximum(
-            torch.maximum(_norm_inf(self.Dinv * self.q), _norm_inf(self.Dinv * Aty)), _norm_inf(self.Dinv * Px))
+            torch.maximum(norm_inf(self.Dinv * self.q), norm_inf(self.Dinv * Aty)), norm_inf(self.Dinv * Px))
         prim_ok = info["prim_res"] < eps_prim
         dual_ok = info["dual_res"] < eps_dual
         gap_ok = (info["duality_gap"].abs() < eps_abs + eps_rel * info["gap_scale"]) if s.check_dualgap else torch.ones_like(prim_ok)
@@ -486,16 +476,16 @@ class OSQPBatch:
 
     def _primal_infeasible(self, eps: float) -> torch.Tensor:
         dy = self._project_polar_reccone(self.delta_y)
-        norm_dy = _norm_inf(self.E * dy)
+        norm_dy = norm_inf(self.E * dy)
         lhs = self._support(dy)
-        Atdy = _norm_inf(self.Dinv * self.A.rmv(dy))
+        Atdy = norm_inf(self.Dinv * self.A.rmv(dy))
         return (norm_dy > DIVISION_TOL) & (lhs < 0.0) & (Atdy < eps * norm_dy)
 
     def _dual_infeasible(self, eps: float) -> torch.Tensor:
         dx = self.delta_x
-        norm_dx = _norm_inf(self.D * dx)
+        norm_dx = norm_inf(self.D * dx)
         descent = (self.q * dx).sum(dim=1) < 0.0
-        Pdx = _norm_inf(self.Dinv * self.P.mv(dx))
+        Pdx = norm_inf(self.Dinv * self.P.mv(dx))
         Adx = self.Einv * self.A.mv(dx)
         tol = (eps * norm_dx).unsqueeze(1)
         violated = ((self.u < INFINITE_BOUND) & (Adx > tol)) | ((self.l > -INFINITE_BOUND) & (Adx < -tol))
@@ -506,8 +496,8 @@ class OSQPBatch:
         """(B,) primal and dual residuals relative to their terms, on the scaled problem: what OSQP's
         adaptive rule balances (and what a learned rho policy observes). Reads the last ``_update_info``."""
         info = self.info
-        prim = info["scaled_prim_res"] / (torch.maximum(_norm_inf(self.z), _norm_inf(info["Ax"])) + DIVISION_TOL)
-        dual_norm = torch.maximum(torch.maximum(_norm_inf(self.q), _norm_inf(info["Aty"])), _norm_inf(info["Px"]))
+        prim = info["scaled_prim_res"] / (torch.maximum(norm_inf(self.z), norm_inf(info["Ax"])) + DIVISION_TOL)
+        dual_norm = torch.maximum(torch.maximum(norm_inf(self.q), norm_inf(info["Aty"])), norm_inf(info["Px"]))
         return prim, info["scaled_dual_res"] / (dual_norm + DIVISION_TOL)
 
     def _adapt_rho(self, active: torch.Tensor) -> None:

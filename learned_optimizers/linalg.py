@@ -23,6 +23,39 @@ import scipy.sparse as sp
 import torch
 
 
+#: OSQP and SCS alike: a norm below MIN_SCALING counts as 1 when scaling, one above MAX_SCALING is capped
+MIN_SCALING, MAX_SCALING = 1e-4, 1e4
+
+
+def limit_scaling(v: torch.Tensor) -> torch.Tensor:
+    """Bound a norm used for equilibration: tiny norms (empty rows) become 1, huge ones are capped (OSQP's and SCS's rule)."""
+    return torch.where(v < MIN_SCALING, torch.ones_like(v), v).clamp(max=MAX_SCALING)
+
+
+def norm_inf(v: torch.Tensor) -> torch.Tensor:
+    """Inf-norm over the last dimension, 0 for an empty one."""
+    return v.abs().amax(dim=-1) if v.shape[-1] else v.new_zeros(v.shape[:-1])
+
+
+def factor_reduced_kkt(P: torch.Tensor | None, A: torch.Tensor, sigma: float,
+                       rho: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched Cholesky of P + sigma I + A' diag(rho) A, the reduced KKT matrix of OSQP and SCS alike.
+
+    P (B, n, n) or None, A (B, m, n), rho (B, m). Returns L and cholesky_ex's info (0 where it succeeded).
+    """
+    K = A.transpose(1, 2) @ (rho.unsqueeze(2) * A)
+    K = K + sigma * torch.eye(A.shape[2], dtype=A.dtype, device=A.device)
+    if P is not None:
+        K = K + P
+    return torch.linalg.cholesky_ex(K)
+
+
+def solve_factored(L: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """Solve L L' x = rhs for a batch; two triangular solves (several times faster than cholesky_solve here)."""
+    w = torch.linalg.solve_triangular(L, rhs.unsqueeze(2), upper=False)
+    return torch.linalg.solve_triangular(L.transpose(1, 2), w, upper=True).squeeze(2)
+
+
 class BatchMatrix(ABC):
     """A batch of B matrices of shape (rows, cols), possibly padded."""
 
@@ -196,7 +229,6 @@ class DenseCholesky(LinearSystem):
     def __init__(self, P: BatchMatrix, A: BatchMatrix, sigma: float) -> None:
         super().__init__(P, A, sigma)
         self.Pd, self.Ad = P.dense(), A.dense()
-        self.eye = torch.eye(P.rows, dtype=self.Pd.dtype, device=self.Pd.device)
         self.L = torch.zeros_like(self.Pd)
 
     def factor(self, rho_vec: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
@@ -204,9 +236,7 @@ class DenseCholesky(LinearSystem):
         ok = torch.ones_like(which)
         if idx.numel() == 0:
             return ok
-        Ad = self.Ad[idx]
-        K = self.Pd[idx] + self.sigma * self.eye + Ad.transpose(1, 2) @ (rho_vec[idx].unsqueeze(2) * Ad)
-        L, info = torch.linalg.cholesky_ex(K)
+        L, info = factor_reduced_kkt(self.Pd[idx], self.Ad[idx], self.sigma, rho_vec[idx])
         self.L[idx] = L
         ok[idx] = info == 0
         return ok
@@ -223,9 +253,7 @@ class DenseCholesky(LinearSystem):
         self.L = self.L.index_copy(0, slots, other.L)
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        # two triangular solves: several times faster than cholesky_solve for small batched systems
-        w = torch.linalg.solve_triangular(self.L, rhs.unsqueeze(2), upper=False)
-        return torch.linalg.solve_triangular(self.L.transpose(1, 2), w, upper=True).squeeze(2)
+        return solve_factored(self.L, rhs)
 
 
 class SparseLDL(LinearSystem):

@@ -43,12 +43,12 @@ from enum import IntEnum
 import numpy as np
 import torch
 
+from .linalg import factor_reduced_kkt, limit_scaling, norm_inf, solve_factored
 from .problems.cone_programs import ConeProgramBatch
 from .settings import setting, validate
 from .timing import synchronize
 
 # SCS constants (glbopts.h, normalization code)
-MIN_NORMALIZATION_FACTOR, MAX_NORMALIZATION_FACTOR = 1e-4, 1e4
 NUM_RUIZ_PASSES, NUM_L2_PASSES = 25, 1
 TAU_FACTOR = 10.0
 ZERO_CONE_R_FACTOR = 1000.0  # R_y on equality rows is 1 / (1000 scale)
@@ -99,16 +99,6 @@ class SCSSettings:
 def _safediv(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """SCS's SAFEDIV_POS: x / y with y floored at 1e-18 (y is a nonnegative quantity)."""
     return x / torch.where(y < EPS_TOL, torch.full_like(y, EPS_TOL), y)
-
-
-def _limit(v: torch.Tensor) -> torch.Tensor:
-    """Bound a norm for scaling: tiny norms (empty rows) count as 1, huge ones are capped."""
-    v = torch.where(v < MIN_NORMALIZATION_FACTOR, torch.ones_like(v), v)
-    return v.clamp(max=MAX_NORMALIZATION_FACTOR)
-
-
-def _inf(v: torch.Tensor) -> torch.Tensor:
-    return v.abs().amax(dim=-1) if v.shape[-1] else v.new_zeros(v.shape[:-1])
 
 
 def solved_test(res_pri, res_dual, gap, tau, b_norm, s_norm, ax_norm, c_norm, px_norm, aty_norm, xt_p_x, ctx, bty,
@@ -225,9 +215,9 @@ class SCSWork:
                 cols = torch.maximum(A.abs().amax(dim=1), ct.abs())
                 if P is not None:
                     cols = torch.maximum(cols, P.abs().amax(dim=1))
-                Dt = 1.0 / _limit(rows).sqrt()
-                Et = 1.0 / _limit(cols).sqrt()
-                st = 1.0 / _limit(torch.maximum(_inf(bt), _inf(ct))).sqrt()
+                Dt = 1.0 / limit_scaling(rows).sqrt()
+                Et = 1.0 / limit_scaling(cols).sqrt()
+                st = 1.0 / limit_scaling(torch.maximum(norm_inf(bt), norm_inf(ct))).sqrt()
             else:
                 rows = ((A.square().sum(2) + bt.square()) / row_count).sqrt()
                 rows = self._cone_aggregate(rows, "mean")
@@ -235,10 +225,10 @@ class SCSWork:
                 if P is not None:
                     cols = cols + P.square().sum(1)
                 cols = (cols / col_count).sqrt()
-                Dt = 1.0 / _limit(rows).sqrt()
-                Et = 1.0 / _limit(cols).sqrt()
+                Dt = 1.0 / limit_scaling(rows).sqrt()
+                Et = 1.0 / limit_scaling(cols).sqrt()
                 tau_norm = torch.maximum(bt.norm(dim=1) / math.sqrt(m), ct.norm(dim=1) / math.sqrt(n))
-                st = 1.0 / _limit(tau_norm).sqrt()
+                st = 1.0 / limit_scaling(tau_norm).sqrt()
             A = Dt.unsqueeze(2) * A * Et.unsqueeze(1)
             if P is not None:
                 P = Et.unsqueeze(2) * P * Et.unsqueeze(1)
@@ -272,11 +262,7 @@ class SCSWork:
     def factor(self, which: torch.Tensor) -> None:
         """(Re)factor the problems in ``which`` at their current scale and recompute g = K^-1 (c, -b)."""
         r_y = self.r_y()
-        S = self.A.transpose(1, 2) @ (self.A / r_y.unsqueeze(2))
-        S = S + self.settings.rho_x * torch.eye(self.n, dtype=self.dtype, device=self.device)
-        if self.P is not None:
-            S = S + self.P
-        L, info = torch.linalg.cholesky_ex(S)
+        L, info = factor_reduced_kkt(self.P, self.A, self.settings.rho_x, 1.0 / r_y)  # the Schur complement on x
         if bool((info[which] != 0).any()):
             bad = torch.nonzero((info != 0) & which).flatten().tolist()
             raise ValueError(f"P is not positive semidefinite in programs {bad}: SCS's linear system cannot be factored")
@@ -290,7 +276,7 @@ class SCSWork:
     def solve_kkt(self, r_x: torch.Tensor, r_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Solve [R_x + P, A'; A, -R_y] (x, y) = (r_x, r_y) by the Schur complement on x."""
         rhs = r_x + (self.A.transpose(1, 2) @ (r_y / self._r_y).unsqueeze(2)).squeeze(2)
-        x = torch.cholesky_solve(rhs.unsqueeze(2), self._chol).squeeze(2)
+        x = solve_factored(self._chol, rhs)
         y = ((self.A @ x.unsqueeze(2)).squeeze(2) - r_y) / self._r_y
         return x, y
 
@@ -362,12 +348,12 @@ class SCSWork:
         bty, ctx = _safediv(bty_tau, tau), _safediv(ctx_tau, tau)
         xt_p_x = _safediv(xt_p_x_tau, tau * tau)
         nan = torch.full_like(tau, math.nan)
-        res_unbdd_a = torch.where(ctx_tau < 0, _safediv(_inf(ax_s), -ctx_tau), nan)
-        res_unbdd_p = torch.where(ctx_tau < 0, _safediv(_inf(px), -ctx_tau), nan)
-        res_infeas = torch.where(bty_tau < 0, _safediv(_inf(aty), -bty_tau), nan)
+        res_unbdd_a = torch.where(ctx_tau < 0, _safediv(norm_inf(ax_s), -ctx_tau), nan)
+        res_unbdd_p = torch.where(ctx_tau < 0, _safediv(norm_inf(px), -ctx_tau), nan)
+        res_infeas = torch.where(bty_tau < 0, _safediv(norm_inf(aty), -bty_tau), nan)
         return Residuals(tau, kap, x_orig, y_orig, s_orig, ax, ax_s, ax_s_btau, px, aty, pac, bty_tau, ctx_tau,
-                         xt_p_x, ctx, bty, (xt_p_x + ctx + bty).abs(), _safediv(_inf(ax_s_btau), tau),
-                         _safediv(_inf(pac), tau), res_infeas, res_unbdd_a, res_unbdd_p)
+                         xt_p_x, ctx, bty, (xt_p_x + ctx + bty).abs(), _safediv(norm_inf(ax_s_btau), tau),
+                         _safediv(norm_inf(pac), tau), res_infeas, res_unbdd_a, res_unbdd_p)
 
     def check(self, r: Residuals, eps_abs: float | None = None, eps_rel: float | None = None,
               eps_infeas: float | None = None) -> torch.Tensor:
@@ -377,8 +363,8 @@ class SCSWork:
         eps_rel = s.eps_rel if eps_rel is None else eps_rel
         eps_infeas = s.eps_infeas if eps_infeas is None else eps_infeas
         tau = r.tau
-        solved = solved_test(r.res_pri, r.res_dual, r.gap, tau, _inf(self.programs.b), _inf(r.s), _inf(r.ax),
-                             _inf(self.programs.c), _inf(r.px), _inf(r.aty), r.xt_p_x, r.ctx, r.bty, eps_abs, eps_rel)
+        solved = solved_test(r.res_pri, r.res_dual, r.gap, tau, norm_inf(self.programs.b), norm_inf(r.s), norm_inf(r.ax),
+                             norm_inf(self.programs.c), norm_inf(r.px), norm_inf(r.aty), r.xt_p_x, r.ctx, r.bty, eps_abs, eps_rel)
         unbounded = (r.res_unbdd_a < eps_infeas) & (r.res_unbdd_p < eps_infeas)
         infeasible = r.res_infeas < eps_infeas
         status = torch.full_like(tau, int(SCSStatus.RUNNING), dtype=torch.long)
@@ -388,10 +374,10 @@ class SCSWork:
 
     def relative_residual_log_ratio(self, r: Residuals) -> torch.Tensor:
         """log(relative primal residual) - log(relative dual residual): the scale heuristic's signal."""
-        pri = _safediv(_inf(r.ax_s_btau), torch.maximum(torch.maximum(_inf(r.ax), _inf(r.s)),
-                                                        _inf(self.programs.b) * r.tau))
-        dua = _safediv(_inf(r.px_aty_ctau), torch.maximum(torch.maximum(_inf(r.px), _inf(r.aty)),
-                                                          _inf(self.programs.c) * r.tau))
+        pri = _safediv(norm_inf(r.ax_s_btau), torch.maximum(torch.maximum(norm_inf(r.ax), norm_inf(r.s)),
+                                                        norm_inf(self.programs.b) * r.tau))
+        dua = _safediv(norm_inf(r.px_aty_ctau), torch.maximum(torch.maximum(norm_inf(r.px), norm_inf(r.aty)),
+                                                          norm_inf(self.programs.c) * r.tau))
         return torch.log(pri) - torch.log(dua)
 
 
