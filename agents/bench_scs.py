@@ -42,7 +42,7 @@ from learned_optimizers.problems.cone_programs import ConeProgram
 from learned_optimizers.problems.scs_maps import SCSMap
 from learned_optimizers.scs import SCSSettings, SCSStatus, solve_cone_programs, solved_test
 
-from .bench_qp import shifted_geometric_mean
+from .bench_qp import reach_statistics, shifted_geometric_mean
 from .plots import format_table
 
 SCS_EPS = (1e-4, 1e-6)
@@ -160,11 +160,8 @@ def _agreement(x: np.ndarray, y: np.ndarray, refs: list[dict[str, np.ndarray]]) 
 def _summary(hits: dict[float, np.ndarray], budget: int) -> dict[str, float]:
     out = {}
     for eps in SCS_EPS:
-        its = hits[eps]
-        reached = np.isfinite(its)
-        out[f"median_iters_to_{eps:g}"] = float(np.median(its))
-        out[f"sgm_iters_to_{eps:g}"] = shifted_geometric_mean(np.where(reached, its, budget))
-        out[f"reached_{eps:g}"] = float(reached.mean())
+        stats = reach_statistics(hits[eps], budget)
+        out[f"median_iters_to_{eps:g}"], out[f"sgm_iters_to_{eps:g}"], out[f"reached_{eps:g}"] = stats
     return out
 
 

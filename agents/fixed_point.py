@@ -26,7 +26,7 @@ from learned_optimizers.neural_fp import FixedPointAccelerator
 from learned_optimizers.problems.fixed_point import FixedPointMap, FixedPointTaskSettings
 
 from .base import Agent, Predictor
-from .bench_qp import shifted_geometric_mean
+from .bench_qp import reach_statistics
 from .checkpointing import begin_training, cached_labels, training_state
 from .evaluation import policy_episodes
 from .progress import Progress
@@ -68,11 +68,8 @@ def trace_metrics(trace: fp.FixedPointTrace, steps: int) -> dict[str, float]:
     out: dict[str, float] = {}
     budget = float(trace.ratios.shape[1] - 1)
     for tol in TOLERANCES:
-        its = trace.evaluations_to(tol)
-        reached = torch.isfinite(its)
-        out[f"median_evaluations_to_{tol:g}"] = float(its.median())
-        out[f"sgm_evaluations_to_{tol:g}"] = shifted_geometric_mean(torch.where(reached, its, budget).cpu().numpy())
-        out[f"reached_{tol:g}"] = float(reached.float().mean())
+        stats = reach_statistics(trace.evaluations_to(tol), budget)
+        out[f"median_evaluations_to_{tol:g}"], out[f"sgm_evaluations_to_{tol:g}"], out[f"reached_{tol:g}"] = stats
     ratio = trace.ratios[:, min(steps, trace.ratios.shape[1] - 1)]
     out["median_ratio_at_K"] = float(ratio.median())
     return out

@@ -29,7 +29,7 @@ from learned_optimizers.coordinatewise import CoordinatewiseUpdate
 from learned_optimizers.problems.training_tasks import TrainingTaskFamily
 
 from .base import Agent, Predictor
-from .bench_qp import shifted_geometric_mean
+from .bench_qp import reach_statistics
 from .checkpointing import begin_training, training_state
 from .evaluation import policy_episodes
 from .policies import CoordinatewiseTD3Policy
@@ -68,14 +68,12 @@ def heldout_tasks(tasks: TrainingTaskFamily, seed: int, n: int, device: torch.de
 def optimizer_metrics(trace: OptimizerTrace, target: torch.Tensor, horizon: int) -> dict[str, float]:
     """Steps to reach ``target`` (median; shifted geometric mean with unreached counted at the trace's length),
     the fraction that reaches it and that diverges, and the median f ratio to the target at the horizon."""
-    steps = trace.steps_to(target)
-    reached = torch.isfinite(steps)
-    budget = float(trace.values.shape[1] - 1)
+    median, sgm, reached = reach_statistics(trace.steps_to(target), trace.values.shape[1] - 1)
     at_horizon = trace.values[:, min(horizon, trace.values.shape[1] - 1)]
     return {
-        "median_steps_to_target": float(steps.median()),
-        "sgm_steps_to_target": shifted_geometric_mean(torch.where(reached, steps, budget).cpu().numpy()),
-        "reached_target": float(reached.double().mean()),
+        "median_steps_to_target": median,
+        "sgm_steps_to_target": sgm,
+        "reached_target": reached,
         "diverged": float(torch.isnan(trace.values[:, -1]).double().mean()),
         "median_value_over_target_at_horizon": float((at_horizon / target).median()),
     }

@@ -173,6 +173,11 @@ class AdamMoments:
         return AdamMoments(torch.where(m, other.m, self.m), torch.where(m, other.v, self.v), torch.where(mask, other.t, self.t))
 
 
+def first_hit(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For (B, T + 1) flags along a trace: the first index where each row holds (0 where none) and whether any does."""
+    return hit.to(torch.uint8).argmax(1), hit.any(1)
+
+
 @dataclass
 class OptimizerTrace:
     """What an optimizer went through on a batch of tasks."""
@@ -183,9 +188,8 @@ class OptimizerTrace:
 
     def steps_to(self, target: torch.Tensor) -> torch.Tensor:
         """Steps until f first reaches ``target`` (B,) (inf where it never does)."""
-        hit = self.values <= target.unsqueeze(1)
-        first = hit.float().argmax(1).to(self.values.dtype)
-        return torch.where(hit.any(1), first, torch.full_like(first, math.inf))
+        first, reached = first_hit(self.values <= target.unsqueeze(1))
+        return torch.where(reached, first.to(self.values.dtype), math.inf)
 
 
 def _as_rates(lr: float | torch.Tensor, phi: torch.Tensor) -> torch.Tensor:

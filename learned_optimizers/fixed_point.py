@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 
 from .anderson import History, anderson_coefficients, mix
+from .classical import first_hit
 from .problems.fixed_point import FixedPointMap, FixedPointTaskSettings
 
 #: features are compressed with asinh so that history ratios of 1e6 stay O(10)
@@ -161,10 +162,9 @@ class FixedPointTrace:
 
     def evaluations_to(self, tol: float) -> torch.Tensor:
         """Map evaluations until the ratio first reaches ``tol`` (inf where it never does)."""
-        hit = self.ratios <= tol
-        first = hit.float().argmax(1)
+        first, reached = first_hit(self.ratios <= tol)
         spent = self.evaluations.gather(1, first.unsqueeze(1)).squeeze(1).to(self.ratios.dtype)
-        return torch.where(hit.any(1), spent, torch.full_like(spent, math.inf))
+        return torch.where(reached, spent, math.inf)
 
 
 def rollout(fp_map: FixedPointMap, x: torch.Tensor, settings: FixedPointTaskSettings, steps: int,
