@@ -9,19 +9,51 @@ to it: objective gap and speed-up. A table goes to stdout, JSON and PNGs to
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from envs import resolve_device
 from learned_optimizers.problems import make_problem
 
-from .base import make_agent
+from .base import Agent, make_agent
 from .config import config_from_dict
 from .evaluation import compare_with_solver, public, warm_up_solver
 from .heldout import heldout_contexts, solve
 from .plots import format_table, plot_gap_histogram, plot_sphere_predictions
 from .runs import DEFAULT_ROOT, RunDir
+
+def load_trained_agents(paths: list[str], family: str, device: torch.device, capability: str,
+                        what: str) -> list[Agent]:
+    """The agents of trained runs for a benchmark: each must be trained on ``family`` and offer ``capability``
+    (e.g. ``load_optimizer``); ``what`` names the kind of agent in the error."""
+    agents = []
+    for path in paths:
+        run = RunDir.open(path)
+        config = run.load_config()
+        config.device = str(device)
+        if config.problem_family != family:
+            raise ValueError(f"--checkpoint {path}: trained on family {config.problem_family!r}, not {family!r}")
+        agent = make_agent(config, run)
+        if not hasattr(agent, capability):
+            raise ValueError(f"--checkpoint {path}: agent {config.agent.kind!r} is not {what}")
+        agents.append(agent)
+    return agents
+
+
+def problem_identity(family: str, settings: Any, mdp_fields: set[str]) -> dict[str, Any]:
+    """A family's settings without those of the MDP around it: runs equal here faced the same problems."""
+    return {"family": family, **{k: v for k, v in dataclasses.asdict(settings).items() if k not in mdp_fields}}
+
+
+def require_same_problems(identities: list[dict[str, Any]], what: str) -> None:
+    distinct = {str(i) for i in identities}
+    if len(distinct) > 1:
+        raise ValueError(f"--checkpoint: the runs were trained on different {what} (" + "; ".join(sorted(distinct)) + ")")
+
 
 #: Short budgets: the three losses on the sphere in about two minutes on 2 CPU cores.
 SPHERE_BASE: dict[str, Any] = {

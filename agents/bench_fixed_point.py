@@ -11,7 +11,6 @@ and wall-clock per solve. AA is the reference of every ratio.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ from envs import resolve_device
 from learned_optimizers import fixed_point as fp
 from learned_optimizers.problems.fixed_point import FIXED_POINT_FAMILIES, FixedPointMap, FixedPointTaskSettings, make_map
 from learned_optimizers.problems.scs_maps import SCSMap
-from learned_optimizers.timing import synchronize
+from learned_optimizers.timing import timed
 
-from .base import make_agent
+from .bench import load_trained_agents, problem_identity, require_same_problems
 from .bench_scs import scs_benchmark
 from .fixed_point import TOLERANCES, LearnedAccelerator, heldout_fixed_point_contexts, trace_metrics
 from .plots import format_table, plot_residual_curves
@@ -34,25 +33,15 @@ _MDP_FIELDS = {f.name for f in dataclasses.fields(FixedPointTaskSettings)} - {"f
 
 
 def _map_identity(family: str, settings: Any) -> dict[str, Any]:
-    return {"family": family, **{k: v for k, v in dataclasses.asdict(settings).items() if k not in _MDP_FIELDS}}
+    return problem_identity(family, settings, _MDP_FIELDS)
 
 
 def _load_runs(paths: list[str], family: str, device: torch.device) -> list[tuple[str, LearnedAccelerator, FixedPointMap]]:
     out = []
-    for path in paths:
-        run = RunDir.open(path)
-        config = run.load_config()
-        config.device = str(device)
-        if config.problem_family != family:
-            raise ValueError(f"--checkpoint {path}: trained on family {config.problem_family!r}, not {family!r}")
-        agent = make_agent(config, run)
-        if not hasattr(agent, "load_accelerator"):
-            raise ValueError(f"--checkpoint {path}: agent {config.agent.kind!r} is not a fixed-point agent")
-        fp_map = make_map(family, **config.problem_kwargs())
-        out.append((f"{run.name} ({config.agent.kind}, {fp_map.settings.mode})", agent.load_accelerator(), fp_map))
-    identities = {str(_map_identity(family, m.settings)) for _, _, m in out}
-    if len(identities) > 1:
-        raise ValueError("--checkpoint: the runs were trained on different maps (" + "; ".join(sorted(identities)) + ")")
+    for agent in load_trained_agents(paths, family, device, "load_accelerator", "a fixed-point agent"):
+        fp_map = make_map(family, **agent.config.problem_kwargs())
+        out.append((f"{agent.run.name} ({agent.config.agent.kind}, {fp_map.settings.mode})", agent.load_accelerator(), fp_map))
+    require_same_problems([_map_identity(family, m.settings) for _, _, m in out], "maps")
     return out
 
 
@@ -67,13 +56,7 @@ def _reproduction_line(r: dict[str, Any]) -> str:
 
 
 def _timed(fn, device: torch.device) -> float:
-    """Seconds of one call after a warm-up call (parameter caches, kernels)."""
-    fn()
-    synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - t0
+    return timed(fn, device)[1]
 
 
 def bench_fixed_point(

@@ -20,8 +20,6 @@ rate Adam gets.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,11 @@ import torch
 from envs import resolve_device
 from learned_optimizers import l2o
 from learned_optimizers.classical import FIRST_ORDER_METHODS, OptimizerTrace, first_order_trace, lbfgs_trace
-from learned_optimizers.problems.training_tasks import (L2OTaskSettings, TRAINING_TASK_FAMILIES, TrainingTaskFamily,
+from learned_optimizers.problems.training_tasks import (TRAINING_TASK_FAMILIES, TrainingTaskFamily,
                                                         make_tasks)
-from learned_optimizers.timing import synchronize
+from learned_optimizers.timing import timed
 
-from .base import make_agent
+from .bench import load_trained_agents, problem_identity, require_same_problems
 from .l2o import LearnedOptimizer, heldout_tasks, optimizer_metrics
 from .plots import format_table, plot_quantile_curves
 from .runs import DEFAULT_ROOT, RunDir
@@ -53,33 +51,14 @@ _MDP_FIELDS = {"history", "learning_rate", "action", "max_correction", "blowup"}
 
 
 def _task_identity(tasks: TrainingTaskFamily) -> dict[str, Any]:
-    return {"family": tasks.family, **{k: v for k, v in dataclasses.asdict(tasks.settings).items() if k not in _MDP_FIELDS}}
+    return problem_identity(tasks.family, tasks.settings, _MDP_FIELDS)
 
 
 def _load_runs(paths: list[str], family: str, device: torch.device) -> list[tuple[str, LearnedOptimizer, TrainingTaskFamily]]:
-    out = []
-    for path in paths:
-        run = RunDir.open(path)
-        config = run.load_config()
-        config.device = str(device)
-        if config.problem_family != family:
-            raise ValueError(f"--checkpoint {path}: trained on family {config.problem_family!r}, not {family!r}")
-        agent = make_agent(config, run)
-        if not hasattr(agent, "load_optimizer"):
-            raise ValueError(f"--checkpoint {path}: agent {config.agent.kind!r} is not a learning-to-optimize agent")
-        out.append((f"{run.name} ({config.agent.kind})", agent.load_optimizer(), agent.problem))
-    identities = {str(_task_identity(t)) for _, _, t in out}
-    if len(identities) > 1:
-        raise ValueError("--checkpoint: the runs were trained on different task distributions (" + "; ".join(sorted(identities)) + ")")
+    agents = load_trained_agents(paths, family, device, "load_optimizer", "a learning-to-optimize agent")
+    out = [(f"{a.run.name} ({a.config.agent.kind})", a.load_optimizer(), a.problem) for a in agents]
+    require_same_problems([_task_identity(t) for _, _, t in out], "task distributions")
     return out
-
-
-def _timed(fn, device: torch.device) -> tuple[OptimizerTrace, float]:
-    synchronize(device)
-    start = time.perf_counter()
-    out = fn()
-    synchronize(device)
-    return out, time.perf_counter() - start
 
 
 def _record(trace: OptimizerTrace, target: torch.Tensor, horizon: int, adam_median: float | None) -> dict[str, Any]:
@@ -130,10 +109,10 @@ def bench_l2o(
     seconds: dict[str, float] = {}
     for method, sweep in sweeps.items():
         label = f"{method} (lr {sweep.best:.3g})"
-        traces[label], seconds[label] = _timed(lambda: first_order_trace(family_tasks.objective, x, phi0, method, sweep.best, steps), dev)
-    traces["L-BFGS (scipy)"], seconds["L-BFGS (scipy)"] = _timed(lambda: lbfgs_trace(family_tasks.objective, x, phi0, steps), dev)
+        traces[label], seconds[label] = timed(lambda: first_order_trace(family_tasks.objective, x, phi0, method, sweep.best, steps), dev)
+    traces["L-BFGS (scipy)"], seconds["L-BFGS (scipy)"] = timed(lambda: lbfgs_trace(family_tasks.objective, x, phi0, steps), dev)
     for label, optimizer, run_tasks in runs:
-        traces[label], seconds[label] = _timed(lambda: optimizer.solve(run_tasks, x, phi0, steps), dev)
+        traces[label], seconds[label] = timed(lambda: optimizer.solve(run_tasks, x, phi0, steps), dev)
 
     adam_label = next(k for k in traces if k.startswith("adam"))
     target = traces[adam_label].values[:, T]

@@ -30,7 +30,6 @@ import sys
 import dataclasses
 import math
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 

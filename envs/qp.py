@@ -19,7 +19,6 @@ finished problems are replaced in place (same-step autoreset).
 
 from __future__ import annotations
 
-from dataclasses import replace as dc_replace
 from typing import Any, Literal
 
 import gymnasium as gym
