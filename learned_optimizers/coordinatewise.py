@@ -12,7 +12,6 @@ zero: an untrained update *is* tuned Adam. Deploy without any RL code::
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from torch import nn
 
 from . import l2o
 from .classical import OptimizerTrace
-from .models import mlp
+from .models import mlp, read_model_file
 from .problems.training_tasks import TrainingTaskFamily, make_tasks
 
 
@@ -58,15 +57,13 @@ class CoordinatewiseUpdate(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "CoordinatewiseUpdate":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{str(path)!r}: no learned optimizer file there")
+        blob = read_model_file(path, device, "a learned optimizer",
+                               ("family", "task_settings", "hidden_sizes", "activation", "learning_rate", "state_dict"))
+        model = cls(blob["family"], blob["task_settings"], tuple(blob["hidden_sizes"]), blob["activation"])
         try:
-            blob = torch.load(path, map_location=device, weights_only=False)
-            model = cls(blob["family"], blob["task_settings"], blob["hidden_sizes"], blob["activation"])
-        except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-            raise ValueError(f"{str(path)!r} is not a learned optimizer file ({err})") from None
-        model.load_state_dict(blob["state_dict"])
+            model.load_state_dict(blob["state_dict"])
+        except RuntimeError as err:  # weights of another shape than the settings say
+            raise ValueError(f"{str(path)!r} is not a learned optimizer file: its weights do not fit its settings ({err})") from None
         model.learning_rate = blob["learning_rate"]
         return model.to(device)
 

@@ -10,7 +10,6 @@ action) and training can only move away from it where that pays. Deploy with
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from . import fixed_point as fp
-from .models import mlp
+from .models import mlp, read_model_file
 from .problems.fixed_point import FixedPointMap, make_map
 
 
@@ -69,15 +68,13 @@ class FixedPointAccelerator(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "FixedPointAccelerator":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{str(path)!r}: no accelerator file there")
+        blob = read_model_file(path, device, "a fixed-point accelerator",
+                               ("family", "map_settings", "hidden_sizes", "activation", "learn_init", "state_dict"))
+        model = cls(blob["family"], blob["map_settings"], tuple(blob["hidden_sizes"]), blob["activation"], blob["learn_init"])
         try:
-            blob = torch.load(path, map_location=device, weights_only=False)
-            model = cls(blob["family"], blob["map_settings"], blob["hidden_sizes"], blob["activation"], blob["learn_init"])
-        except (KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-            raise ValueError(f"{str(path)!r} is not a fixed-point accelerator file ({err})") from None
-        model.load_state_dict(blob["state_dict"])
+            model.load_state_dict(blob["state_dict"])
+        except RuntimeError as err:  # weights of another shape than the settings say
+            raise ValueError(f"{str(path)!r} is not a fixed-point accelerator file: its weights do not fit its settings ({err})") from None
         return model.to(device)
 
     @classmethod

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .admm import OSQPBatch, OSQPSettings, QPSolution
+from .models import read_model_file
 from .problems.qp import QP, QPBatch
 from .settings import setting, validate
 
@@ -107,17 +108,7 @@ class RhoPolicy(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "RhoPolicy":
-        try:
-            blob = torch.load(path, map_location=device, weights_only=True)
-        except FileNotFoundError:
-            raise
-        except Exception as err:  # not a torch file, or one holding arbitrary objects
-            raise ValueError(f"{str(path)!r} is not an RLQP policy file: torch cannot read it ({err.__class__.__name__})") from None
-        if not isinstance(blob, dict):
-            raise ValueError(f"{str(path)!r} is not an RLQP policy file: it holds a {type(blob).__name__}, not a dict")
-        for key in ("state_dict", "in_features", "hidden_sizes", "variant"):
-            if key not in blob:
-                raise ValueError(f"{str(path)!r} is not an RLQP policy file: it has no {key!r}")
+        blob = read_model_file(path, device, "an RLQP policy", ("state_dict", "in_features", "hidden_sizes", "variant"))
         policy = cls(blob["in_features"], tuple(blob["hidden_sizes"]), blob["variant"])
         policy.load_state_dict(blob["state_dict"])
         policy.metadata = blob.get("metadata", {})

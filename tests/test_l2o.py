@@ -270,3 +270,20 @@ def test_second_order_meta_gradient_matches_finite_differences(family):
     fd = (torch.log(up).sum() - torch.log(down).sum()) / (2 * h)
     torch.testing.assert_close(exact, fd.reshape(1), rtol=1e-5, atol=1e-9)
     assert (first - fd).abs().item() > 100 * (exact - fd).abs().item()  # the first-order approximation drops terms
+
+
+def test_a_saved_update_with_other_weights_or_a_pickle_is_refused(tmp_path):
+    tasks, _, _ = quadratic(n=1)
+    CoordinatewiseUpdate.for_tasks(tasks, hidden_sizes=(8,)).save(tmp_path / "opt.pt")
+    blob = torch.load(tmp_path / "opt.pt", weights_only=True)
+    blob["hidden_sizes"] = (9,)
+    torch.save(blob, tmp_path / "resized.pt")
+    with pytest.raises(ValueError, match="weights do not fit its settings"):
+        CoordinatewiseUpdate.load(tmp_path / "resized.pt")
+    torch.save({"family": "quadratic", "payload": object()}, tmp_path / "pickle.pt")
+    with pytest.raises(ValueError, match="torch cannot read it"):  # the weights-only loader runs no pickled code
+        CoordinatewiseUpdate.load(tmp_path / "pickle.pt")
+    del blob["learning_rate"]
+    torch.save(blob, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="it has no 'learning_rate'"):
+        CoordinatewiseUpdate.load(tmp_path / "partial.pt")
