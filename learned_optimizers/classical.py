@@ -299,5 +299,6 @@ def tune_learning_rate(objective: Objective, x: torch.Tensor, phi0: torch.Tensor
     scores = {lr: float(s) for lr, s in zip(grid, score.tolist())}
     best = min(scores, key=scores.__getitem__)
     if not math.isfinite(scores[best]):
-        raise RuntimeError(f"{method}: every learning rate of the sweep diverged on some task")
+        raise ValueError(f"{method}: every learning rate of the sweep ({min(grid):g} to {max(grid):g}) diverged on some task; "
+                         "the family's objective or starting points give NaN/inf")
     return LearningRateSweep(method, steps, best, scores)

@@ -131,6 +131,7 @@ def base_learning_rate(tasks: TrainingTaskFamily) -> float:
 def start(tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, keep_graph: bool = False,
           second_order: bool = False) -> L2OState:
     """Evaluate f and its gradient at phi_0; Adam's moments take that first gradient."""
+    tasks.check_contexts(x)
     tasks.check_iterates(phi0, x)
     H = tasks.settings.history
     phi = phi0.to(x.dtype)

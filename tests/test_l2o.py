@@ -287,3 +287,18 @@ def test_a_saved_update_with_other_weights_or_a_pickle_is_refused(tmp_path):
     torch.save(blob, tmp_path / "partial.pt")
     with pytest.raises(ValueError, match="it has no 'learning_rate'"):
         CoordinatewiseUpdate.load(tmp_path / "partial.pt")
+
+
+def test_malformed_tasks_get_a_clear_error():
+    tasks, x, phi0 = quadratic(n=2)
+    model = CoordinatewiseUpdate.for_tasks(tasks, hidden_sizes=(4,))
+    with pytest.raises(ValueError, match=r"quadratic: contexts must have shape \(n, 42\)"):
+        model.solve(x[:, :10], phi0, 3)
+    bad = x.clone()
+    bad[1, 0] = math.nan
+    with pytest.raises(ValueError, match="contexts contain NaN or inf"):
+        l2o.solve(tasks, bad, phi0, 3, lr=0.1)
+    with pytest.raises(ValueError, match=r"parameters must have shape \(2, 6\)"):
+        l2o.solve(tasks, x, phi0[:, :3], 3, lr=0.1)
+    with pytest.raises(ValueError, match="every learning rate of the sweep"):
+        tune_learning_rate(tasks.objective, x, torch.full_like(phi0, math.nan), "adam", 3, grid=(0.1,))

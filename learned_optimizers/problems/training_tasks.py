@@ -119,6 +119,7 @@ class TrainingTaskFamily(ContextualProblem):
         return type(self)(replace(self.settings, **{self.size_field: size * factor}))
 
     def check_iterates(self, phi: torch.Tensor, x: torch.Tensor) -> None:
+        """Parameters must be one row per task, of the family's size (NaN is allowed: that task diverges)."""
         if phi.ndim != 2 or phi.shape != (x.shape[0], self.solution_dim):
             raise ValueError(f"{self.family}: parameters must have shape ({x.shape[0]}, {self.solution_dim}), "
                              f"got {tuple(phi.shape)}")
