@@ -49,7 +49,8 @@ class Agent(ABC):
 
 def make_agent(config: RunConfig, run: RunDir) -> Agent:
     from .amortizers import ObjectiveAmortizer, RegressionAmortizer
-    from .config import FIXED_POINT_ENV, L2O_ENV
+    from .config import CONTROL_FAMILY, FIXED_POINT_ENV, L2O_ENV
+    from .control import ControlAgent
     from .fixed_point import FixedPointObjectiveAgent, FixedPointRegressionAgent, FixedPointSB3Agent
     from .l2o import L2OObjectiveAgent, L2OSB3Agent
     from .rlqp_td3 import RLQPAgent
@@ -67,6 +68,8 @@ def make_agent(config: RunConfig, run: RunDir) -> Agent:
         "fp_regression": FixedPointRegressionAgent,
         "l2o_objective": L2OObjectiveAgent,
     }
+    if config.problem_family == CONTROL_FAMILY:
+        return ControlAgent(config, run)
     if config.env == FIXED_POINT_ENV and config.agent.kind in ("sac", "td3", "ddpg"):
         return FixedPointSB3Agent(config, run)
     if config.env == L2O_ENV and config.agent.kind in ("td3", "ddpg"):

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from envs import ENV_IDS
+from envs.control import CONTROL_ENV_IDS
 from learned_optimizers.classical import MultistartAdamSettings
 from learned_optimizers.models import ACTIVATIONS
 from learned_optimizers.problems import PROBLEM_FAMILIES
@@ -43,6 +44,7 @@ class EvalSettings:
     seed: int = setting(1_000_003, ge=0, doc="seed of held-out contexts; must differ from the run seed")
     episodes: int = setting(100, ge=1, doc="Gymnasium episodes run by `amortize eval`")
     timing_repeats: int = setting(20, ge=1, doc="repetitions when timing a model's forward pass")
+    training_episodes: int = setting(5, ge=1, doc="deterministic episodes per periodic evaluation during training (control envs)")
 
 
 @dataclass
@@ -78,6 +80,8 @@ class OffPolicyAgentSettings:
     learning_starts: int = setting(1000, ge=0)
     net_arch: tuple[int, ...] = setting((64, 64), ge=1)
     n_envs: int = setting(1, ge=1, doc="batched env copies stepped together")
+    vec_env: str = setting("dummy", choices=("dummy", "subproc"),
+                           doc="control envs only: step the n_envs copies in this process or one process each")
     train_freq: int = setting(1, ge=1)
     gradient_steps: int = setting(1, ge=1)
     gamma: float = setting(0.99, ge=0.0, le=1.0)
@@ -170,6 +174,8 @@ L2O_ENV = "amortize/LearnToOptimize-v0"
 L2O_AGENTS = ("l2o_objective", "td3", "ddpg")
 #: agent kinds that train on the fixed-point env
 FIXED_POINT_AGENTS = ("fp_objective", "fp_regression", *OFF_POLICY_ALGORITHMS)
+#: the problem family of control runs: max_u Q(x, u) with the agent's own critic
+CONTROL_FAMILY = "max_q"
 
 AGENT_KINDS: dict[str, type] = {
     "objective": ObjectiveAgentSettings,
@@ -188,7 +194,7 @@ class RunConfig:
     name: str = setting("", doc="default run name (the CLI's --name wins)")
     seed: int = setting(0, ge=0)
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
-    env: str = setting("amortize/Sphere-v0", choices=tuple(ENV_IDS))
+    env: str = setting("amortize/Sphere-v0", choices=(*ENV_IDS, *CONTROL_ENV_IDS))
     problem: Any = None  # the family's settings dataclass, chosen by problem.family
     agent: Any = None  # one of AGENT_KINDS, chosen by agent.kind
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -323,6 +329,10 @@ def config_from_dict(raw: Any) -> RunConfig:
         )
     _check_pairing(config, TRAINING_TASK_FAMILIES, "the training-task families", L2O_ENV, L2O_AGENTS, "l2o_")
     _check_pairing(config, FIXED_POINT_FAMILIES, "the fixed-point families", FIXED_POINT_ENV, FIXED_POINT_AGENTS, "fp_")
+    _check_pairing(config, {CONTROL_FAMILY: None}, "control", tuple(CONTROL_ENV_IDS), OFF_POLICY_ALGORITHMS, "")
+    if config.agent.kind in OFF_POLICY_ALGORITHMS and config.agent.vec_env != "dummy" and config.env not in CONTROL_ENV_IDS:
+        raise ConfigError(f"agent.vec_env={config.agent.vec_env!r} applies to control envs only ({', '.join(CONTROL_ENV_IDS)}); "
+                          f"env={config.env!r} is batched in one torch tensor: leave agent.vec_env=dummy")
     if config.eval.seed == config.seed:
         raise ConfigError(
             f"eval.seed={config.eval.seed} equals seed: held-out contexts must never share the training seed"
@@ -330,17 +340,19 @@ def config_from_dict(raw: Any) -> RunConfig:
     return config
 
 
-def _check_pairing(config: RunConfig, families: Mapping[str, Any], what: str, env: str, agents: tuple[str, ...],
-                   agent_prefix: str) -> None:
-    """A group of families trains on one env, with the agent kinds listed for it (and its own kinds only there)."""
+def _check_pairing(config: RunConfig, families: Mapping[str, Any], what: str, env: str | tuple[str, ...],
+                   agents: tuple[str, ...], agent_prefix: str) -> None:
+    """A group of families trains on its env(s), with the agent kinds listed for it (and its own kinds only there)."""
+    envs = (env,) if isinstance(env, str) else env
+    env_text = f"env={env}" if isinstance(env, str) else f"env one of {', '.join(envs)}"
     member = config.problem_family in families
-    if member != (config.env == env):
+    if member != (config.env in envs):
         raise ConfigError(f"problem.family={config.problem_family!r} and env={config.env!r}: {what} "
-                          f"({', '.join(families)}) go with env={env} and only there")
+                          f"({', '.join(families)}) go with {env_text} and only there")
     if member and config.agent.kind not in agents:
-        raise ConfigError(f"agent.kind={config.agent.kind!r} cannot train on {env}; allowed: {', '.join(agents)}")
-    if not member and config.agent.kind.startswith(agent_prefix):
-        raise ConfigError(f"agent.kind={config.agent.kind!r} needs env={env}")
+        raise ConfigError(f"agent.kind={config.agent.kind!r} cannot train on {config.env}; allowed: {', '.join(agents)}")
+    if not member and agent_prefix and config.agent.kind.startswith(agent_prefix):
+        raise ConfigError(f"agent.kind={config.agent.kind!r} needs {env_text}")
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

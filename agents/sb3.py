@@ -9,6 +9,8 @@ TensorBoard, and a rolling checkpoint (model, replay buffer, step count) that
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecMonitor
+from torch.utils.tensorboard import SummaryWriter
 
 from .base import Agent, Predictor
 from .heldout import HeldOut, cached_heldout
@@ -62,31 +65,57 @@ def algorithm_kwargs(agent: Any, n_envs: int, action_dim: int, seed: int) -> dic
 
 
 class _RunCallback(BaseCallback):
-    """Progress, held-out evaluation and rolling checkpoints during ``learn``."""
+    """Progress, episode returns and SPS, SB3's losses, held-out evaluation and rolling checkpoints during ``learn``.
 
-    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: Any) -> None:
+    Finished episodes (VecMonitor's ``info['episode']``) are averaged over each
+    ``log_every`` env steps and written as ``charts/episodic_return`` and
+    ``charts/episodic_length`` at the env step they end, so a resumed run's
+    curve continues where it stopped."""
+
+    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: Any, writer: SummaryWriter) -> None:
         super().__init__()
-        self.agent, self.progress, self.heldout = agent, progress, heldout
+        self.agent, self.progress, self.heldout, self.writer = agent, progress, heldout, writer
         cfg = agent.config.train
         self.next_ckpt = self._next(cfg.checkpoint_every)
         self.next_eval = self._next(cfg.eval_every)
+        self.next_log = self._next(cfg.log_every)
+        self.episodes: list[tuple[float, int]] = []
+        self.clock = (time.perf_counter(), agent.start_step)
 
     def _next(self, every: int) -> int:
         return (self.agent.start_step // every + 1) * every
 
     def _on_step(self) -> bool:
         n = self.model.num_timesteps
+        for info in self.locals.get("infos", ()):
+            if "episode" in info:
+                self.episodes.append((float(info["episode"]["r"]), int(info["episode"]["l"])))
         self.progress.update(self.training_env.num_envs)
+        if n >= self.next_log:
+            self.next_log += self.agent.config.train.log_every
+            self._log_rollout(n)
         if n >= self.next_eval:
             self.next_eval += self.agent.config.train.eval_every
             metrics = self.agent.heldout_metrics(self.model, self.heldout)
             for key, value in metrics.items():
-                self.logger.record(key, value)
+                self.writer.add_scalar(key, value, n)
             self.progress.update(0, **{k.split("/", 1)[-1]: v for k, v in list(metrics.items())[:2]})
         if n >= self.next_ckpt:
             self.next_ckpt += self.agent.config.train.checkpoint_every
             self.agent.checkpoint(self.model)
         return True
+
+    def _log_rollout(self, n: int) -> None:
+        self.logger.dump(n)  # SB3's losses on our schedule (its own log_interval counts episodes)
+        now, then = time.perf_counter(), self.clock
+        self.writer.add_scalar("charts/SPS", (n - then[1]) / max(now - then[0], 1e-9), n)
+        self.clock = (now, n)
+        if self.episodes:
+            returns, lengths = zip(*self.episodes)
+            self.writer.add_scalar("charts/episodic_return", sum(returns) / len(returns), n)
+            self.writer.add_scalar("charts/episodic_length", sum(lengths) / len(lengths), n)
+            self.progress.update(0, ep_return=sum(returns) / len(returns))
+            self.episodes.clear()
 
 
 class SB3Agent(Agent):
@@ -111,32 +140,42 @@ class SB3Agent(Agent):
             if isinstance(model, OffPolicyAlgorithm) and (run.checkpoints / CKPT_BUFFER).is_file():
                 model.load_replay_buffer(run.checkpoints / CKPT_BUFFER)
         else:
-            kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, int(env.action_space.shape[0]), cfg.seed)
-            model = algo_cls(self.policy_class, env, device=self.device, **kwargs)
+            model = self.build_model(env)
         self._start_step = model.num_timesteps
         model.set_logger(configure(str(run.tensorboard), ["tensorboard"]))
         heldout = self.make_heldout()
         total = cfg.train.total_steps
         progress = Progress(total, initial=self._start_step, desc=f"{run.name} {cfg.agent.kind}")
+        writer = SummaryWriter(str(run.tensorboard))
         try:
             if total > self._start_step:
                 model.learn(
                     total_timesteps=total - self._start_step,
-                    callback=CallbackList([_RunCallback(self, progress, heldout)]),
+                    callback=CallbackList([_RunCallback(self, progress, heldout, writer)]),
                     reset_num_timesteps=not resume,
                     log_interval=max(1, cfg.train.log_every // max(cfg.agent.n_envs, 1)) if cfg.agent.kind != "ppo" else 1,
                 )
         finally:
             progress.close()
+            writer.close()
+            if hasattr(heldout, "close"):
+                heldout.close()
         self.checkpoint(model)
-        model.save(run.path / MODEL_FILE)
+        _atomic(lambda f: model.save(f), run.path / MODEL_FILE)
         env.close()
 
+    def build_model(self, env: Any) -> BaseAlgorithm:
+        """A fresh SB3 algorithm for the configured agent on ``env``."""
+        cfg = self.config
+        kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, int(env.action_space.shape[0]), cfg.seed)
+        return ALGORITHMS[cfg.agent.kind](self.policy_class, env, device=self.device, **kwargs)
+
     def checkpoint(self, model: BaseAlgorithm) -> None:
+        """One rolling copy of the model and (off-policy) the replay buffer, each written then renamed into place."""
         ckpts = self.run.checkpoints
-        model.save(ckpts / CKPT_MODEL)
+        _atomic(lambda f: model.save(f), ckpts / CKPT_MODEL)
         if isinstance(model, OffPolicyAlgorithm):
-            model.save_replay_buffer(ckpts / CKPT_BUFFER)
+            _atomic(lambda f: model.save_replay_buffer(f), ckpts / CKPT_BUFFER)
         (ckpts / CKPT_STATE).write_text(json.dumps({"step": int(model.num_timesteps)}))
 
     def make_heldout(self) -> Any:
@@ -158,6 +197,14 @@ class SB3Agent(Agent):
     def load_predictor(self) -> Predictor:
         model = self.load_model()
         return lambda contexts: _predict(model, contexts, self.problem)
+
+
+def _atomic(write: Any, path: Path) -> None:
+    """``write(file)`` into a temporary file next to ``path``, then rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
 
 
 @torch.no_grad()
