@@ -43,9 +43,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from . import workflows
 
-    result = workflows.evaluate(args.run, episodes=args.episodes, device=args.device)
+    ks = _csv(args.semi_amortized, int)
+    if args.semi_amortized is not None and not ks:
+        raise ValueError("--semi-amortized: expected comma-separated Adam step counts, e.g. 0,10,50")
+    if args.episodes is not None and args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    result = workflows.evaluate(args.run, episodes=args.episodes, device=args.device, semi_amortized=ks, video=args.video)
     print(workflows.eval_table(result))
-    print(f"wrote {Path(args.run) / 'eval.json'}; plots: {', '.join(result['plots'])}")
+    print(f"wrote {Path(args.run) / 'eval.json'}" + (f"; plots: {', '.join(result['plots'])}" if result["plots"] else ""))
+    if result.get("video"):
+        print(f"video: {result['video']}")
     return 0
 
 
@@ -96,6 +103,24 @@ def cmd_gap(args: argparse.Namespace) -> int:
     from . import workflows
 
     r = workflows.gap(args.run, device=args.device)
+    if "q_mean" in r:  # a control run: normalized max-Q values, zero action -1, policy 0
+        from .plots import format_table
+
+        rows = [[p["iteration"], p["seconds"], p["value_mean"], p["value_std"], p["value_mean_unclamped"], p["above_policy"]]
+                for p in r["curve"] if p["iteration"] in (0, 10, 25, 50, 100, 200, 300, 500) or p is r["curve"][-1]]
+        print(format_table(["Adam iteration", "seconds", "value (clamped)", "std", "value (unclamped)", "frac above policy"], rows))
+        print(f"policy: one forward pass on {r['states']} states in {r['policy_seconds'] * 1e3:.3f} ms "
+              f"({r['informative_states']} states where pi beats the zero action under Q)")
+        if r["speedup"] is None:
+            print(f"Adam never reached a mean normalized value of {r['reach_level']} in {r['adam']['iterations']} iterations")
+        else:
+            print(f"Adam reaches {r['reach_level']} after {r['iterations_to_policy']} iterations, {r['seconds_to_policy']:.4f} s: "
+                  f"speedup {r['speedup']:.0f}x")
+        print(f"after {r['adam']['iterations']} iterations Adam's Q is above the policy's on {r['final_above_policy']:.0%} of states; "
+              f"unclamped normalized value: mean {r['final_value_mean_unclamped']:.3g}, median {r['final_value_median_unclamped']:.3g}, "
+              f"of the mean Qs {r['final_value_of_means_unclamped']:.3g}")
+        print(f"wrote {Path(args.run) / 'gap.json'} and {r['plot']}")
+        return 0
     print(f"model: mean objective {r['model_value_mean']:.5g} in {r['model_seconds'] * 1e3:.3f} ms for {r['contexts']} contexts")
     print(f"solver from scratch: final mean objective {r['solver_final_value_mean']:.5g}")
     if r["solver_iterations_to_match"] is None:
@@ -109,12 +134,13 @@ def cmd_gap(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from envs import ENV_IDS
+    from envs.control import CONTROL_ENV_IDS
 
     from .bench import BENCHMARKS
     from .config import AGENT_KINDS
 
     print("environments:")
-    for env_id, text in ENV_IDS.items():
+    for env_id, text in {**ENV_IDS, **CONTROL_ENV_IDS}.items():
         print(f"  {env_id:28s} {text}")
     print("agent kinds:")
     doc = {"objective": "L_obj: differentiate f", "regression": "L_reg: regress onto solver optima",
@@ -156,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, help="Gymnasium episodes (default: the config's eval.episodes)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--semi-amortized", metavar="K[,K...]",
+                   help="control runs: also act with pi(x) + K Adam steps on Q (0 = the policy), e.g. 0,10,50")
+    p.add_argument("--video", action="store_true", help="control runs: record one episode to an MP4 (headless rendering)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="learned vs classical vs external solver on one problem family")

@@ -10,7 +10,7 @@ from torch.utils.tensorboard import SummaryWriter
 from envs import resolve_device
 
 from .base import make_agent
-from .config import ConfigError, RunConfig
+from .config import CONTROL_FAMILY, ConfigError, RunConfig
 from .evaluation import amortization_gap_curve, compare_with_solver, gym_episodes, public
 from .heldout import heldout_contexts
 from .plots import format_table, plot_gap_curve, plot_gap_histogram, plot_sphere_predictions
@@ -47,14 +47,28 @@ def resume(run_path: str | Path, overrides: list[str] | None = None, device: str
     return run
 
 
-def evaluate(run_path: str | Path, episodes: int | None = None, device: str | None = None) -> dict[str, Any]:
-    """Gymnasium episodes plus model-vs-solver on held-out contexts; writes eval.json and plots."""
+def evaluate(run_path: str | Path, episodes: int | None = None, device: str | None = None,
+             semi_amortized: list[int] | None = None, video: bool = False) -> dict[str, Any]:
+    """Gymnasium episodes plus model-vs-solver on held-out contexts; writes eval.json and plots.
+
+    Control runs: deterministic episodes of the policy and of pi + k Adam steps on Q for each k in
+    ``semi_amortized``; ``video`` records one episode to an MP4."""
     run = RunDir.open(run_path)
     config = run.load_config()
     if device is not None:
         config.device = device
     agent = make_agent(config, run)
     dev = resolve_device(config.device)
+    control = config.problem_family == CONTROL_FAMILY
+    if not control and (semi_amortized or video):
+        raise ValueError(f"{run.path}: --semi-amortized and --video apply to control runs (problem.family={CONTROL_FAMILY}), "
+                         f"not to problem.family={config.problem_family!r}")
+    if control:
+        from .control_eval import evaluate_control
+
+        result = evaluate_control(agent, episodes or config.eval.episodes, semi_amortized, video)
+        result["plots"] = []
+        return result
     if config.agent.kind == "rlqp_td3":  # a solver, not a context -> solution model
         from .rlqp_eval import evaluate_rlqp
         from .rlqp_td3 import RLQPTrainer
@@ -103,6 +117,10 @@ def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
     if device is not None:
         config.device = device
     agent = make_agent(config, run)
+    if config.problem_family == CONTROL_FAMILY:
+        from .control_gap import control_gap
+
+        return control_gap(agent)
     if hasattr(agent, "load_optimizer"):
         raise ValueError(f"{run.path}: `amortize gap` compares a model's one pass with solving f(y; x) from scratch; a learned "
                          "optimizer is itself an iterative solver: use `amortize bench l2o --checkpoint RUN` for its comparison with Adam")
@@ -121,6 +139,10 @@ def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
 
 
 def eval_table(result: dict[str, Any]) -> str:
+    if "variants" in result:  # a control run
+        rows = [[name, v["adam_steps"], v["episodes"], v["return_mean"], v["return_std"], v["length_mean"], v.get("critic_q_mean")]
+                for name, v in result["variants"].items()]
+        return format_table(["policy", "Adam steps on Q", "episodes", "return mean", "return std", "length", "critic Q mean"], rows)
     if "heldout" in result and "adam" in result["heldout"]:
         g, h = result["gymnasium"], result["heldout"]
         rows = [[name, g["return_mean"] if name == "learned" else "-", m["median_steps_to_target"], m["reached_target"],
