@@ -66,8 +66,7 @@ def critic_q(model: BaseAlgorithm) -> QFunction:
     box = action_box(model)
 
     def q(states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        scaled = 2.0 * (actions - box.low) / (box.high - box.low) - 1.0
-        return torch.cat(critic(states.float(), scaled), dim=1).min(dim=1).values
+        return torch.cat(critic(states.float(), box.to_unit(actions)), dim=1).min(dim=1).values
 
     return q
 

@@ -25,6 +25,8 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecMonitor
 from torch.utils.tensorboard import SummaryWriter
 
+from learned_optimizers.max_q import ActionBox
+
 from .base import Agent, Predictor
 from .heldout import HeldOut, cached_heldout
 from .progress import Progress
@@ -213,9 +215,7 @@ def deterministic_actions(model: BaseAlgorithm, obs: torch.Tensor) -> torch.Tens
     policy = model.policy
     actions = policy._predict(obs.to(policy.device, torch.float32), deterministic=True).float()
     if getattr(policy, "squash_output", False):  # SAC, TD3 and DDPG act in [-1, 1]
-        low = torch.as_tensor(model.action_space.low, dtype=torch.float32, device=actions.device)
-        high = torch.as_tensor(model.action_space.high, dtype=torch.float32, device=actions.device)
-        actions = low + 0.5 * (actions + 1.0) * (high - low)
+        actions = ActionBox.from_bounds(model.action_space.low, model.action_space.high, actions.device).from_unit(actions)
     return actions.to(obs.device)
 
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .problems.base import Box
 from .timing import synchronize
 
 #: (states (n, obs_dim), actions (n, act_dim)) -> Q values (n,)
@@ -30,11 +31,9 @@ _BOUND_MARGIN = 1e-6
 
 
 @dataclass(frozen=True)
-class ActionBox:
-    """The action bounds [low, high], elementwise, with the tanh map between the box and R^d."""
-
-    low: torch.Tensor
-    high: torch.Tensor
+class ActionBox(Box):
+    """A finite action box [low, high] with the maps a solver and an SB3 policy need: the unit box
+    [-1, 1] (where SB3's squashing policies and critics work) and R^d through tanh."""
 
     def __post_init__(self) -> None:
         if self.low.shape != self.high.shape or self.low.ndim != 1:
@@ -45,8 +44,10 @@ class ActionBox:
 
     @classmethod
     def from_bounds(cls, low, high, device: torch.device | str = "cpu") -> "ActionBox":
-        as_t = lambda v: torch.as_tensor(v, dtype=torch.float32, device=device).reshape(-1)  # noqa: E731
-        return cls(as_t(low), as_t(high))
+        def as_vector(v) -> torch.Tensor:
+            return torch.as_tensor(v, dtype=torch.float32, device=device).reshape(-1)
+
+        return cls(as_vector(low), as_vector(high))
 
     @property
     def mid(self) -> torch.Tensor:
@@ -56,12 +57,20 @@ class ActionBox:
     def half(self) -> torch.Tensor:
         return 0.5 * (self.high - self.low)
 
+    def from_unit(self, a: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] -> the box."""
+        return self.mid + self.half * a
+
+    def to_unit(self, u: torch.Tensor) -> torch.Tensor:
+        """The box -> [-1, 1]."""
+        return (u - self.mid) / self.half
+
     def to_box(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mid + self.half * torch.tanh(z)
+        """R^d -> the box's interior."""
+        return self.from_unit(torch.tanh(z))
 
     def to_unconstrained(self, u: torch.Tensor) -> torch.Tensor:
-        r = ((u - self.mid) / self.half).clamp(-1.0 + _BOUND_MARGIN, 1.0 - _BOUND_MARGIN)
-        return torch.atanh(r)
+        return torch.atanh(self.to_unit(u).clamp(-1.0 + _BOUND_MARGIN, 1.0 - _BOUND_MARGIN))
 
 
 def normalized_value(q: torch.Tensor, q_zero: torch.Tensor, q_policy: torch.Tensor) -> torch.Tensor:

@@ -140,6 +140,18 @@ def test_eval_runs_seeded_episodes_and_the_semi_amortized_policy(trained_pendulu
     assert policy["episodes"] == 3 and len(policy["returns"]) == 3 and policy["length_mean"] == 200
     assert policy["return_mean"] == pytest.approx(np.mean(policy["returns"]))
     assert policy["return_std"] == pytest.approx(np.std(policy["returns"], ddof=1))
+    # an independent rollout with SB3's own predict in a plain Gymnasium env, same seed: the same first return
+    import gymnasium as gym
+
+    model = SAC.load(run.path / "model.zip")
+    env = gym.make("Pendulum-v1")
+    obs, _ = env.reset(seed=saved["seed"])
+    total, done = 0.0, False
+    while not done:
+        action, _ = model.predict(obs.astype(np.float32), deterministic=True)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total, done = total + float(reward), terminated or truncated
+    assert policy["returns"][0] == pytest.approx(total, rel=1e-4)
     # deterministic and seeded: the same episodes again give the same returns
     again = evaluate(run.path, episodes=3)
     assert again["variants"]["policy"]["returns"] == pytest.approx(policy["returns"])
@@ -163,8 +175,11 @@ def test_gap_on_a_trained_run_writes_json_and_plot(trained_pendulum):
     assert curve[-1]["iteration"] == 120
     assert all(b["seconds"] >= a["seconds"] for a, b in zip(curve, curve[1:]))
     assert saved["policy_seconds"] > 0
-    if saved["speedup"] is not None:
-        assert saved["speedup"] == pytest.approx(saved["seconds_to_policy"] / saved["policy_seconds"])
+    hit = next((p for p in curve if p["value_mean"] >= saved["reach_level"]), None)
+    assert saved["iterations_to_policy"] == (hit["iteration"] if hit else None)
+    assert saved["speedup"] == (pytest.approx(hit["seconds"] / saved["policy_seconds"]) if hit else None)
+    # the normalization's anchors are the run's own critic at the zero action and at the actor's action
+    assert saved["q_mean"]["zero_action"] < saved["q_mean"]["policy"]
     assert (run.plots / "gap.png").stat().st_size > 10_000 and result["plot"].endswith("gap.png")
     assert scalar_steps(run.tensorboard / "gap", "gap/adam_value_mean", subdir=False)
 
@@ -189,6 +204,8 @@ def test_action_box_maps_and_checks_bounds():
     u = torch.tensor([[0.3, 1.9], [-0.39, 0.01]])
     assert torch.allclose(box.to_box(box.to_unconstrained(u)), u, atol=1e-6)
     assert torch.equal(zero_actions(box, 2), torch.tensor([[0.0, 0.0], [0.0, 0.0]]))
+    assert torch.allclose(box.to_unit(torch.tensor([[-0.4, 2.0], [0.2, 1.0]])), torch.tensor([[-1.0, 1.0], [0.5, 0.0]]))
+    assert torch.allclose(box.from_unit(box.to_unit(u)), u)
     assert torch.equal(zero_actions(ActionBox.from_bounds([0.5], [1.0]), 1), torch.tensor([[0.5]]))
     with pytest.raises(ValueError, match="finite low < high"):
         ActionBox.from_bounds([1.0], [1.0])
