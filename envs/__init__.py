@@ -1,19 +1,16 @@
-"""Gymnasium environments; every env id of the project is registered here.
+"""Gymnasium environments; every env id of the project is listed and registered here.
 
 ``gymnasium.make(id)`` gives the single-instance env; ``gymnasium.make_vec(id,
 num_envs, vectorization_mode="vector_entry_point", device=...)`` the batched
-torch form.
+torch form. Entry points are strings, so importing this package registers the
+ids without importing any domain's env module.
 """
 
 import gymnasium
 
-from .amortization import AmortizationEnv, AmortizationVectorEnv
-from .fixed_point import FixedPointEnv, FixedPointVectorEnv
-from .l2o import LearnToOptimizeEnv, LearnToOptimizeVectorEnv
-from .qp import QPEnv, QPVectorEnv
-from .vector import TorchVectorEnv, resolve_device
+from envs.control import CONTROL_ENV_IDS
 
-#: env id -> one-line description (shown by ``amortize list``)
+#: env id -> one-line description (``amortize list``); config validation checks every domain's ids against it
 ENV_IDS: dict[str, str] = {
     "amortize/Sphere-v0": "c-convex function on S^2 (tutorial 4.2): context -> point on the sphere, one step",
     "amortize/QP-RLQP-v0": "OSQP as an MDP (RLQP): per-constraint features -> log10 rho per row, K ADMM iterations a step",
@@ -22,27 +19,20 @@ ENV_IDS: dict[str, str] = {
                               "correction of the plain or Anderson step, one map evaluation a step",
     "amortize/LearnToOptimize-v0": "learning to optimize (Li & Malik): per-coordinate gradient/objective history -> "
                                    "correction of tuned Adam's step per coordinate, one objective evaluation a step",
+    **CONTROL_ENV_IDS,  # Gymnasium's own MuJoCo ids (registered by Gymnasium), wrapped by envs.control
 }
 
-if "amortize/Sphere-v0" not in gymnasium.registry:
-    gymnasium.register(
-        id="amortize/Sphere-v0",
-        entry_point="envs.amortization:AmortizationEnv",
-        vector_entry_point="envs.amortization:AmortizationVectorEnv",
-        kwargs={"family": "sphere"},
-    )
+#: our ids -> (entry point, vector entry point, kwargs)
+_ENTRY_POINTS: dict[str, tuple[str, str, dict]] = {
+    "amortize/Sphere-v0": ("envs.sphere:AmortizationEnv", "envs.sphere:AmortizationVectorEnv", {"family": "sphere"}),
+    "amortize/QP-RLQP-v0": ("envs.qp:QPEnv", "envs.qp:QPVectorEnv", {"variant": "vector"}),
+    "amortize/QP-RLQP-Scalar-v0": ("envs.qp:QPEnv", "envs.qp:QPVectorEnv", {"variant": "scalar"}),
+    "amortize/FixedPoint-v0": ("envs.fixed_point:FixedPointEnv", "envs.fixed_point:FixedPointVectorEnv", {}),
+    "amortize/LearnToOptimize-v0": ("envs.l2o:LearnToOptimizeEnv", "envs.l2o:LearnToOptimizeVectorEnv", {}),
+}
 
-for _id, _variant in (("amortize/QP-RLQP-v0", "vector"), ("amortize/QP-RLQP-Scalar-v0", "scalar")):
+for _id, (_entry, _vector_entry, _kwargs) in _ENTRY_POINTS.items():
     if _id not in gymnasium.registry:
-        gymnasium.register(id=_id, entry_point="envs.qp:QPEnv", vector_entry_point="envs.qp:QPVectorEnv",
-                           kwargs={"variant": _variant})
+        gymnasium.register(id=_id, entry_point=_entry, vector_entry_point=_vector_entry, kwargs=_kwargs)
 
-if "amortize/FixedPoint-v0" not in gymnasium.registry:
-    gymnasium.register(id="amortize/FixedPoint-v0", entry_point="envs.fixed_point:FixedPointEnv",
-                       vector_entry_point="envs.fixed_point:FixedPointVectorEnv")
-
-if "amortize/LearnToOptimize-v0" not in gymnasium.registry:
-    gymnasium.register(id="amortize/LearnToOptimize-v0", entry_point="envs.l2o:LearnToOptimizeEnv",
-                       vector_entry_point="envs.l2o:LearnToOptimizeVectorEnv")
-
-__all__ = ["AmortizationEnv", "AmortizationVectorEnv", "ENV_IDS", "FixedPointEnv", "FixedPointVectorEnv", "LearnToOptimizeEnv", "LearnToOptimizeVectorEnv", "QPEnv", "QPVectorEnv", "TorchVectorEnv", "resolve_device"]
+__all__ = ["CONTROL_ENV_IDS", "ENV_IDS"]

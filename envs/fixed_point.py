@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from learned_optimizers import fixed_point as fp
-from learned_optimizers.fixed_point import FixedPointStatus
-from learned_optimizers.problems.fixed_point import make_map
-
-from .vector import SingleInstanceEnv, TorchVectorEnv
+from envs.common.vector import SingleInstanceEnv, TorchVectorEnv
+from learned_optimizers.families import make_map
+from learned_optimizers.fixed_point import core as fp
+from learned_optimizers.fixed_point.core import FixedPointStatus
 
 #: reward of a step whose iterate diverged; a residual ratio above it is clipped to it
 DIVERGED_PENALTY = 10.0

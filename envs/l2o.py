@@ -30,11 +30,10 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from learned_optimizers import l2o
-from learned_optimizers.l2o import L2OStatus
-from learned_optimizers.problems.training_tasks import make_tasks
-
-from .vector import SingleInstanceEnv, TorchVectorEnv
+from envs.common.vector import SingleInstanceEnv, TorchVectorEnv
+from learned_optimizers.l2o import core as l2o
+from learned_optimizers.l2o.core import L2OStatus
+from learned_optimizers.l2o.tasks import make_tasks
 
 #: reward of a step whose iterate diverged; a worse objective ratio is clipped to it
 DIVERGED_PENALTY = 10.0

@@ -26,13 +26,19 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status
-from learned_optimizers.problems.qp import QPBatch
-from learned_optimizers.problems.qp_mix import QPMix, QPMixSettings
-from learned_optimizers.rlqp import (CONSTRAINT_FEATURES, GLOBAL_FEATURES, LOG_RHO_MAX, LOG_RHO_MIN,
-                                     constraint_features, global_features, policy_rows)
-
-from .vector import TorchVectorEnv
+from envs.common.vector import SingleInstanceEnv, TorchVectorEnv
+from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, Status
+from learned_optimizers.qp.mix import QPMix, QPMixSettings
+from learned_optimizers.qp.problems import QPBatch
+from learned_optimizers.qp.rlqp import (
+    CONSTRAINT_FEATURES,
+    GLOBAL_FEATURES,
+    LOG_RHO_MAX,
+    LOG_RHO_MIN,
+    constraint_features,
+    global_features,
+    policy_rows,
+)
 
 #: tries to draw a problem that survives the first K iterations before giving up
 _MAX_REDRAWS = 20
@@ -151,34 +157,19 @@ class QPVectorEnv(TorchVectorEnv):
         return self._observe(), rewards, terminated, truncated, info
 
 
-class QPEnv(gym.Env):
+class QPEnv(SingleInstanceEnv):
     """Single-problem form (``gymnasium.make``): numpy in, numpy out, one QP per episode."""
 
-    metadata = {"render_modes": []}
+    vector_env_class = QPVectorEnv
 
     def __init__(self, variant: Literal["vector", "scalar"] = "vector", **mix_settings: Any) -> None:
-        self.vec = QPVectorEnv(1, variant, "cpu", **mix_settings)
-        self.observation_space = self.vec.single_observation_space
-        self.action_space = self.vec.single_action_space
-        self._done = True
+        super().__init__(variant, **mix_settings)
 
-    @staticmethod
-    def _numpy(obs: Any) -> Any:
+    def observation(self, obs: Any) -> Any:
         if isinstance(obs, dict):
             return {"features": obs["features"][0].numpy(), "mask": obs["mask"][0].numpy().astype(np.int8)}
         return obs[0].numpy()
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        obs, _ = self.vec.reset(seed=seed)
-        self._done = False
-        return self._numpy(obs), {}
-
-    def step(self, action: np.ndarray):
-        if self._done:
-            raise RuntimeError("call reset() before step() (the episode has ended)")
-        _, reward, terminated, truncated, info = self.vec.step(np.asarray(action, dtype=np.float32)[None])
-        self._done = bool(terminated[0] or truncated[0])
-        out_info = {"iterations": int(info["iterations"][0]), "status": Status(int(info["status"][0])).label,
-                    "invalid_action": bool(info["invalid_action"][0])}
-        return self._numpy(info["final_obs"]), float(reward[0]), bool(terminated[0]), bool(truncated[0]), out_info
+    def step_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {"iterations": int(info["iterations"][0]), "status": Status(int(info["status"][0])).label,
+                "invalid_action": bool(info["invalid_action"][0])}

@@ -1,16 +1,8 @@
-"""Problem families, batched solver cores, classical baselines and deployable learned models.
+"""Problem families, batched solver cores, classical baselines and deployable learned models, one folder per domain.
 
 This package knows nothing of gymnasium or stable-baselines3: a trained model
-is loaded and used with torch alone.
+is loaded and used with torch alone. ``common/`` holds what two or more domains
+use; ``families.py`` names every problem family; ``amortized.py`` is the
+context -> solution model of any family. Importing this package imports no
+domain: each is imported where it is used.
 """
-
-from .admm import OSQPBatch, OSQPSettings, QPSolution, Status, solve_qps
-from .classical import MultistartAdamSettings, SolveResult, multistart_adam
-from .models import AmortizedModel
-from .problems import ContextualProblem, make_problem
-from .problems.qp import QP, QPBatch, generate, load_qp
-
-__all__ = [
-    "AmortizedModel", "ContextualProblem", "MultistartAdamSettings", "OSQPBatch", "OSQPSettings", "QP", "QPBatch",
-    "QPSolution", "SolveResult", "Status", "generate", "load_qp", "make_problem", "multistart_adam", "solve_qps",
-]

@@ -9,8 +9,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status, solve_qps
-from learned_optimizers.problems.qp import QP, QPValidationError, generate, load_qp, save_npz
+from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, solve_qps
+from learned_optimizers.qp.problems import QP, QPValidationError, generate, load_qp, save_npz
 
 MAROS = Path(__file__).resolve().parent / "data" / "maros_meszaros"
 SETTINGS = OSQPSettings()

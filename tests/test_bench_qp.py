@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from agents.bench_qp import shifted_geometric_mean
 from agents.cli import main
+from agents.common.statistics import shifted_geometric_mean
 
 
 def test_shifted_geometric_mean_closed_form():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agents.bench_td3 import bench_td3
+from agents.qp.bench_td3 import bench_td3
 
 
 def test_td3_learner_speed_comparison(tmp_path):

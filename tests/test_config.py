@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agents.config import ConfigError, apply_overrides, config_from_dict, config_to_dict, load_config
+from agents.common.config import ConfigError, apply_overrides, config_to_dict
+from agents.registry import config_from_dict, load_config
 
 CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
 

@@ -14,14 +14,14 @@ from stable_baselines3 import DDPG, SAC, TD3
 from stable_baselines3.common.noise import NormalActionNoise
 from tb_steps import scalar_steps
 
-from agents.base import make_agent
-from agents.config import ConfigError, config_from_dict, load_config
-from agents.control import ControlAgent, critic_q, zero_actions
-from agents.control_gap import gap_curve
-from agents.runs import RunDir
+from agents.common.config import ConfigError
+from agents.control.agent import ControlAgent, critic_q, zero_actions
+from agents.control.gap import gap_curve
+from agents.registry import config_from_dict, load_config, make_agent
 from agents.workflows import evaluate, gap, resume, start_run
-from learned_optimizers.max_q import ActionBox, informative_states, maximize_q, normalized_value, semi_amortized_actions
-from learned_optimizers.problems.max_q import MaxQSettings
+from learned_optimizers.common.problem import ActionBox
+from learned_optimizers.control.max_q import informative_states, maximize_q, normalized_value, semi_amortized_actions
+from learned_optimizers.control.problem import MaxQSettings
 
 
 # ---------------------------------------------------------------- configs -> SB3
@@ -61,7 +61,7 @@ def test_short_cpu_config_is_a_sac_run_on_humanoid():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"problem": {"family": "sphere"}}, "go with env one of Humanoid-v5"),
+    ({"problem": {"family": "sphere"}}, "problem.family='sphere' and env='Humanoid-v5'"),
     ({"agent": {"kind": "ppo"}}, "cannot train on Humanoid-v5; allowed: sac, td3, ddpg"),
     ({"agent": {"kind": "sac", "vec_env": "threads"}}, "agent.vec_env"),
     ({"env": "Humanoid-v4"}, "env"),
@@ -161,7 +161,7 @@ def test_eval_runs_seeded_episodes_and_the_semi_amortized_policy(trained_pendulu
 def test_eval_refuses_control_flags_on_other_runs(tmp_path):
     cfg = config_from_dict({"device": "cpu", "agent": {"kind": "objective"}})
     run = start_run(cfg, "sphere", tmp_path)
-    with pytest.raises(ValueError, match="--semi-amortized and --video apply to control runs"):
+    with pytest.raises(ValueError, match="--semi-amortized applies to control runs only"):
         evaluate(run.path, semi_amortized=[3])
 
 
@@ -310,7 +310,7 @@ def test_maximize_q_rejects_bad_arguments():
 def test_video_of_a_humanoid_episode_is_an_mp4(tmp_path):
     import imageio.v3 as iio
 
-    from agents.control_eval import record_video
+    from agents.control.evaluation import record_video
 
     zero = lambda states: torch.zeros(states.shape[0], 17)  # noqa: E731  (the humanoid falls within a second)
     path = record_video("Humanoid-v5", zero, seed=0, device=torch.device("cpu"), path=tmp_path / "videos" / "ep.mp4")

@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import envs  # noqa: F401  (registers the ids)
-from learned_optimizers import make_problem
+from learned_optimizers.families import make_problem
 
 
 @pytest.mark.filterwarnings("ignore:.*infinity.*")

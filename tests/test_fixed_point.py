@@ -10,11 +10,12 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the ids)
 from envs.fixed_point import DIVERGED_PENALTY, FixedPointVectorEnv
-from learned_optimizers import fixed_point as fp
-from learned_optimizers.anderson import History, anderson_coefficients
-from learned_optimizers.neural_fp import FixedPointAccelerator
-from learned_optimizers.problems.fixed_point import DEQSettings, ISTASettings, make_map, soft_threshold
-from learned_optimizers.settings import SettingsError
+from learned_optimizers.common.settings import SettingsError
+from learned_optimizers.families import make_map
+from learned_optimizers.fixed_point import core as fp
+from learned_optimizers.fixed_point.anderson import History, anderson_coefficients
+from learned_optimizers.fixed_point.maps import DEQSettings, ISTASettings, soft_threshold
+from learned_optimizers.fixed_point.neural_fp import FixedPointAccelerator
 
 
 def numpy_deq(fp_map):

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tb_steps import scalar_steps
 
 from agents.cli import main
-from agents.config import ConfigError, load_config
-from learned_optimizers import fixed_point as fp
-from learned_optimizers.neural_fp import FixedPointAccelerator
-from learned_optimizers.problems.fixed_point import make_map
-from tb_steps import scalar_steps
+from agents.common.config import ConfigError
+from agents.registry import load_config
+from learned_optimizers.families import make_map
+from learned_optimizers.fixed_point import core as fp
+from learned_optimizers.fixed_point.neural_fp import FixedPointAccelerator
 
 ROOT = Path(__file__).resolve().parents[1]
 NEURALFP = str(ROOT / "configs" / "fp_deq_neuralfp.yaml")

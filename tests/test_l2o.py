@@ -10,12 +10,17 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the env ids)
 from envs.l2o import DIVERGED_PENALTY, LearnToOptimizeVectorEnv
-from learned_optimizers import l2o
-from learned_optimizers.classical import (AdamMoments, first_order_trace, lbfgs_trace, tune_learning_rate,
-                                          value_and_grad)
-from learned_optimizers.coordinatewise import CoordinatewiseUpdate
-from learned_optimizers.problems.training_tasks import TRAINING_TASK_FAMILIES, make_tasks
-from learned_optimizers.settings import SettingsError
+from learned_optimizers.common.settings import SettingsError
+from learned_optimizers.l2o import core as l2o
+from learned_optimizers.l2o.classical import (
+    AdamMoments,
+    first_order_trace,
+    lbfgs_trace,
+    tune_learning_rate,
+    value_and_grad,
+)
+from learned_optimizers.l2o.coordinatewise import CoordinatewiseUpdate
+from learned_optimizers.l2o.tasks import TRAINING_TASK_FAMILIES, make_tasks
 
 
 def quadratic(dim=6, condition=10.0, n=8, seed=0, **kw):

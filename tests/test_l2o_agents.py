@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from tb_steps import scalar_steps
 
 from agents.cli import main
-from agents.config import ConfigError, load_config
-from agents.l2o import heldout_tasks
-from agents.policies import CoordinatewiseTD3Policy
-from learned_optimizers import l2o
-from learned_optimizers.classical import first_order_trace, value_and_grad
-from learned_optimizers.coordinatewise import CoordinatewiseUpdate
-from tb_steps import scalar_steps
+from agents.common.config import ConfigError
+from agents.l2o.agent import heldout_tasks
+from agents.l2o.policies import CoordinatewiseTD3Policy
+from agents.registry import load_config
+from learned_optimizers.l2o import core as l2o
+from learned_optimizers.l2o.classical import first_order_trace, value_and_grad
+from learned_optimizers.l2o.coordinatewise import CoordinatewiseUpdate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "l2o_logreg_objective.yaml")

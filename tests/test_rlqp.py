@@ -15,13 +15,20 @@ import yaml
 from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the env ids)
+from agents.common.statistics import shifted_geometric_mean
 from envs.qp import QPVectorEnv
-from learned_optimizers.admm import OSQPBatch, OSQPSettings, Status
-from learned_optimizers.problems.qp import QPBatch, generate
-from learned_optimizers.problems.qp_mix import HELDOUT_SEED_BASE, QPMix, QPMixSettings
-from agents.bench_qp import shifted_geometric_mean
-from learned_optimizers.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver, constraint_features, policy_rows
-from learned_optimizers.settings import SettingsError
+from learned_optimizers.common.settings import SettingsError
+from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings
+from learned_optimizers.qp.mix import HELDOUT_SEED_BASE, QPMix, QPMixSettings
+from learned_optimizers.qp.problems import QPBatch, generate
+from learned_optimizers.qp.rlqp import (
+    SHIPPED_POLICY,
+    RhoPolicy,
+    RLQPSettings,
+    RLQPSolver,
+    constraint_features,
+    policy_rows,
+)
 
 SMALL_MIX = ("random:5,8", "portfolio:5")
 #: what the shipped policy must at least achieve on the small held-out set of the test below (measured 1.56)
@@ -139,8 +146,8 @@ def test_deployable_solver_needs_neither_sb3_nor_gymnasium(tmp_path):
     RhoPolicy().save(path, mix=list(SMALL_MIX), eps=1e-3, interval=50)
     code = f"""
 import sys
-from learned_optimizers.rlqp import RhoPolicy, RLQPSolver
-from learned_optimizers.problems.qp import generate
+from learned_optimizers.qp.rlqp import RhoPolicy, RLQPSolver
+from learned_optimizers.qp.problems import generate
 qp = generate("random", 10, 5)
 result = RLQPSolver(RhoPolicy.load({str(path)!r})).solve([qp])
 assert "stable_baselines3" not in sys.modules and "gymnasium" not in sys.modules, "RL code was imported"
@@ -239,7 +246,7 @@ def test_scalar_variant_trains_with_an_off_the_shelf_sb3_policy():
     """The scalar env reaches SB3 through the project's one VecEnv adapter; TD3's MlpPolicy acts on it."""
     from stable_baselines3 import TD3
 
-    from agents.vec_adapter import SB3VecEnvAdapter
+    from agents.common.vec_adapter import SB3VecEnvAdapter
 
     venv = SB3VecEnvAdapter(QPVectorEnv(4, "scalar", "cpu", mix=SMALL_MIX, interval=25, max_steps=5))
     venv.seed(0)

@@ -9,10 +9,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from agents.bench_rlqp import bench_rlqp
-from agents.config import ConfigError, config_from_dict
+from agents.common.config import ConfigError
+from agents.qp.bench_rlqp import bench_rlqp
+from agents.registry import config_from_dict
 from agents.workflows import eval_table, evaluate, gap, resume, train
-from learned_optimizers.rlqp import RhoPolicy
+from learned_optimizers.qp.rlqp import RhoPolicy
 
 TINY = {
     "name": "rlqp-tiny",
@@ -28,7 +29,7 @@ TINY = {
 
 def test_rlqp_config_checks_that_agent_problem_and_env_belong_together():
     config_from_dict(TINY)
-    with pytest.raises(ConfigError, match="agent.kind=rlqp_td3, problem.family=qp"):
+    with pytest.raises(ConfigError, match="problem.family=.qp. and env=.amortize/Sphere-v0.: the qp families"):
         config_from_dict({**TINY, "env": "amortize/Sphere-v0"})
     with pytest.raises(ConfigError, match=r"problem: mix\[0\]=.cubic:3.: unknown QP class"):
         config_from_dict({**TINY, "problem": {**TINY["problem"], "mix": ["cubic:3"]}})
@@ -78,5 +79,5 @@ def test_train_resume_writes_a_policy_and_bench_reads_it(tmp_path):
     assert set(evaluated["vs_osqp"]) == {"random (held-out)", "portfolio (held-out)"}
     assert json.loads((run.path / "eval.json").read_text())["vs_osqp"]["random (held-out)"]["problems"] == 1
     assert "osqp/rlqp" in eval_table(evaluated)
-    with pytest.raises(ValueError, match="an RLQP run is a solver.*amortize eval"):
+    with pytest.raises(ValueError, match="an RLQP policy is itself part of a solver.*amortize bench qp --policy"):
         gap(run.path)

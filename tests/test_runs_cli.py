@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tb_steps import scalar_steps
 
 from agents.cli import main
-from agents.progress import Progress
-from agents.runs import RunDir
-from tb_steps import scalar_steps
+from agents.common.progress import Progress
+from agents.common.runs import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVE = str(ROOT / "configs" / "sphere_objective.yaml")

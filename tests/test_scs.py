@@ -10,11 +10,10 @@ import pytest
 import scs
 import torch
 
-from learned_optimizers.cones import ConeError, ConeSpec, project_soc
-from learned_optimizers.problems.cone_programs import (ConeProgram, ConeProgramBatch, ConeProgramError,
-                                                       make_cone_family)
-from learned_optimizers.problems.fixed_point import make_map
-from learned_optimizers.scs import SCSSettings, SCSStatus, SCSWork, solve_cone_programs
+from learned_optimizers.conic.cones import ConeError, ConeSpec, project_soc
+from learned_optimizers.conic.programs import ConeProgram, ConeProgramBatch, ConeProgramError, make_cone_family
+from learned_optimizers.conic.scs import SCSSettings, SCSStatus, SCSWork, solve_cone_programs
+from learned_optimizers.families import make_map
 
 # scs 3.3 rescales rows adaptively by default; our solver implements the classic scalar scale
 SAME_SETTINGS = {"acceleration_lookback": 0, "adaptive_diag_scale": False}
@@ -137,7 +136,7 @@ def test_iterates_match_scs_log_step_by_step(tmp_path):
             assert float(ours) == pytest.approx(float(rows[i][key]), rel=1e-7, abs=1e-12), (i, key)
         v = out.v
     # the benchmark reads scs's log with the same stopping test
-    from agents.bench_scs import _criteria_from_log
+    from agents.fixed_point.bench_scs import _criteria_from_log
 
     assert first_ours is not None and _criteria_from_log(log, 1e-3) == first_ours
 
@@ -199,7 +198,7 @@ def test_scs_map_is_one_scs_step_and_terminates_like_scs():
 
 
 def test_bench_compares_with_real_scs(tmp_path):
-    from agents.bench_fixed_point import bench_fixed_point
+    from agents.fixed_point.bench import bench_fixed_point
 
     summary = bench_fixed_point(family="scs-lasso", contexts=3, root=tmp_path, name="b", device="cpu")
     part = summary["scs"]

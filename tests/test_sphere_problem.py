@@ -6,9 +6,10 @@ import torch
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from learned_optimizers import MultistartAdamSettings, make_problem, multistart_adam
-from learned_optimizers.problems import SphereSettings
-from learned_optimizers.settings import SettingsError
+from learned_optimizers.common.multistart import MultistartAdamSettings, multistart_adam
+from learned_optimizers.common.settings import SettingsError
+from learned_optimizers.families import make_problem
+from learned_optimizers.sphere.problem import SphereSettings
 
 
 def reference_objective(y: np.ndarray, x: np.ndarray, m: int, gamma: float) -> float:

@@ -1,20 +1,18 @@
 """The three amortization losses train, on budgets of seconds."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from tb_steps import scalar_steps
 
-from agents.base import make_agent
-from agents.config import config_from_dict
-from agents.heldout import cached_heldout
-from agents.runs import RunDir
-from agents.vec_adapter import SB3VecEnvAdapter
+from agents.common.heldout import cached_heldout
+from agents.common.runs import RunDir
+from agents.common.vec_adapter import SB3VecEnvAdapter
+from agents.registry import config_from_dict, make_agent
 from agents.workflows import evaluate, resume, start_run
-from learned_optimizers.models import AmortizedModel
+from learned_optimizers.amortized import AmortizedModel
 
 SMALL_EVAL = {"contexts": 128, "episodes": 3, "timing_repeats": 2}
 SMALL_SOLVER = {"restarts": 8, "steps": 150}

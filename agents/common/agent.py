@@ -1,0 +1,46 @@
+"""What every agent offers the CLI: train (or resume) into a run dir, and predict."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import gymnasium as gym
+import torch
+
+from agents.common.config import RunConfig
+from agents.common.runs import RunDir
+from envs.common.vector import resolve_device
+from learned_optimizers.common.problem import ContextualProblem
+
+#: contexts (n, context_dim) on the agent's device -> canonical solutions (n, solution_dim)
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Agent(ABC):
+    """An amortization loss L bound to one run directory."""
+
+    def __init__(self, config: RunConfig, run: RunDir) -> None:
+        self.config = config
+        self.run = run
+        self.device = resolve_device(config.device)
+        self.problem: ContextualProblem = config.make_problem()
+
+    def make_vector_env(self, num_envs: int) -> gym.vector.VectorEnv:
+        """The batched torch form of the configured env."""
+        return gym.make_vec(
+            self.config.env,
+            num_envs=num_envs,
+            vectorization_mode="vector_entry_point",
+            device=self.device,
+            family=self.config.problem_family,
+            **self.config.problem_kwargs(),
+        )
+
+    @abstractmethod
+    def train(self, resume: bool = False) -> None:
+        """Train to ``config.train.total_steps``, continuing from the checkpoint if ``resume``."""
+
+    @abstractmethod
+    def load_predictor(self) -> Predictor:
+        """The trained model from the run dir, as a batched function of contexts."""

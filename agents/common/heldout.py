@@ -1,0 +1,55 @@
+"""Held-out contexts and their solver optima, computed once per run and cached.
+
+Train contexts come from generators seeded with the run seed; held-out ones
+from ``eval.seed``, which the config loader keeps different.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from agents.common.config import RunConfig
+from agents.common.runs import RunDir
+from agents.common.seeding import generator
+from learned_optimizers.common.multistart import SolveResult, multistart_adam
+from learned_optimizers.common.problem import ContextualProblem
+
+
+@dataclass
+class HeldOut:
+    contexts: torch.Tensor
+    solution: torch.Tensor
+    value: torch.Tensor
+
+
+def heldout_contexts(problem: ContextualProblem, config: RunConfig, device: torch.device, n: int | None = None) -> torch.Tensor:
+    n = n or config.eval.contexts
+    return problem.sample_contexts(n, generator(config.eval.seed, device), device)
+
+
+def solve(problem: ContextualProblem, contexts: torch.Tensor, config: RunConfig, from_scratch: bool = False) -> SolveResult:
+    """The configured solver on ``contexts``.
+
+    ``from_scratch`` starts from uninformed random points instead of the
+    family's informed starting guesses: the reference for the amortization gap.
+    """
+    # the solver's own random starts are independent of both train and held-out draws
+    gen = generator(config.eval.seed + 1, contexts.device)
+    initial = None
+    if from_scratch:
+        initial = problem.random_solutions((config.solver.restarts, contexts.shape[0]), gen, contexts.device)
+    return multistart_adam(problem, contexts, config.solver, generator=gen, initial=initial)
+
+
+def cached_heldout(problem: ContextualProblem, config: RunConfig, run: RunDir, device: torch.device, n: int) -> HeldOut:
+    """Held-out contexts with solver optima, stored in the run dir for reuse on resume."""
+    path = run.checkpoints / f"heldout-{n}.pt"
+    if path.is_file():
+        blob = torch.load(path, map_location=device)
+        return HeldOut(blob["contexts"], blob["solution"], blob["value"])
+    x = heldout_contexts(problem, config, device, n)
+    result = solve(problem, x, config)
+    torch.save({"contexts": x, "solution": result.solution, "value": result.value}, path)
+    return HeldOut(x, result.solution, result.value)

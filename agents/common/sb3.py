@@ -1,0 +1,217 @@
+"""L^RL: stable-baselines3 algorithms trained on our batched envs.
+
+The factory turns a validated config into an SB3 algorithm; the callbacks add
+what a run needs on top of SB3: our progress display, held-out evaluation in
+TensorBoard, and a rolling checkpoint (model, replay buffer, step count) that
+``--resume`` continues from with the step counter intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import DDPG, PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecMonitor
+from torch.utils.tensorboard import SummaryWriter
+
+from agents.common.agent import Agent, Predictor
+from agents.common.heldout import HeldOut, cached_heldout
+from agents.common.progress import Progress
+from agents.common.schedule import TrainSchedule
+from agents.common.seeding import seed_everything
+from agents.common.vec_adapter import SB3VecEnvAdapter
+from learned_optimizers.common.problem import ActionBox
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "ppo": PPO}
+MODEL_FILE = "model.zip"
+CKPT_MODEL = "sb3_model.zip"
+CKPT_BUFFER = "sb3_replay_buffer.pkl"
+CKPT_STATE = "sb3_state.json"
+
+
+def algorithm_kwargs(agent: Any, n_envs: int, action_dim: int, seed: int) -> dict[str, Any]:
+    """Constructor arguments of the SB3 algorithm for a validated agent section."""
+    kwargs: dict[str, Any] = {
+        "learning_rate": agent.learning_rate,
+        "gamma": agent.gamma,
+        "policy_kwargs": {"net_arch": list(agent.net_arch)},
+        "seed": seed,
+        "verbose": 0,
+    }
+    if agent.kind == "ppo":
+        kwargs.update(n_steps=agent.n_steps, batch_size=agent.batch_size, n_epochs=agent.n_epochs, ent_coef=agent.ent_coef)
+        return kwargs
+    kwargs.update(
+        batch_size=agent.batch_size,
+        buffer_size=agent.buffer_size,
+        learning_starts=agent.learning_starts,
+        train_freq=agent.train_freq,
+        gradient_steps=agent.gradient_steps,
+        tau=agent.tau,
+    )
+    if agent.kind in ("td3", "ddpg") and agent.action_noise > 0:
+        noise = NormalActionNoise(np.zeros(action_dim), agent.action_noise * np.ones(action_dim))
+        kwargs["action_noise"] = VectorizedActionNoise(noise, n_envs) if n_envs > 1 else noise
+    return kwargs
+
+
+class _RunCallback(BaseCallback):
+    """Progress, episode returns and SPS, SB3's losses, held-out evaluation and rolling checkpoints during ``learn``.
+
+    Finished episodes (VecMonitor's ``info['episode']``) are averaged over each
+    ``log_every`` env steps and written as ``charts/episodic_return`` and
+    ``charts/episodic_length`` at the env step they end, so a resumed run's
+    curve continues where it stopped."""
+
+    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: Any, writer: SummaryWriter) -> None:
+        super().__init__()
+        self.agent, self.progress, self.heldout, self.writer = agent, progress, heldout, writer
+        self.schedule = TrainSchedule.from_settings(agent.config.train)
+        self.last_step = agent.start_step
+        self.episodes: list[tuple[float, int]] = []
+        self.clock = (time.perf_counter(), agent.start_step)
+
+    def _on_step(self) -> bool:
+        n = self.model.num_timesteps
+        for info in self.locals.get("infos", ()):
+            if "episode" in info:
+                self.episodes.append((float(info["episode"]["r"]), int(info["episode"]["l"])))
+        self.progress.update(self.training_env.num_envs)
+        due, self.last_step = self.schedule.due(self.last_step, n, at_end=False), n
+        if due.log:
+            self._log_rollout(n)
+        if due.evaluate:
+            metrics = self.agent.heldout_metrics(self.model, self.heldout)
+            for key, value in metrics.items():
+                self.writer.add_scalar(key, value, n)
+            self.progress.update(0, **{k.split("/", 1)[-1]: v for k, v in list(metrics.items())[:2]})
+        if due.checkpoint:
+            self.agent.checkpoint(self.model)
+        return True
+
+    def _log_rollout(self, n: int) -> None:
+        self.logger.dump(n)  # SB3's losses on our schedule (its own log_interval counts episodes)
+        now, then = time.perf_counter(), self.clock
+        self.writer.add_scalar("charts/SPS", (n - then[1]) / max(now - then[0], 1e-9), n)
+        self.clock = (now, n)
+        if self.episodes:
+            returns, lengths = zip(*self.episodes)
+            self.writer.add_scalar("charts/episodic_return", sum(returns) / len(returns), n)
+            self.writer.add_scalar("charts/episodic_length", sum(lengths) / len(lengths), n)
+            self.progress.update(0, ep_return=sum(returns) / len(returns))
+            self.episodes.clear()
+
+
+class SB3Agent(Agent):
+    #: SB3's policy: its name for the flat MLP, or a structured class from ``agents.policies``
+    policy_class: Any = "MlpPolicy"
+
+    def make_env(self) -> VecMonitor:
+        return VecMonitor(SB3VecEnvAdapter(self.make_vector_env(self.config.agent.n_envs)))
+
+    @property
+    def start_step(self) -> int:
+        return getattr(self, "_start_step", 0)
+
+    def train(self, resume: bool = False) -> None:
+        cfg, run = self.config, self.run
+        seed_everything(cfg.seed)
+        algo_cls = ALGORITHMS[cfg.agent.kind]
+        env = self.make_env()
+        ckpt = run.checkpoints / CKPT_MODEL
+        if resume and ckpt.is_file():
+            model = algo_cls.load(ckpt, env=env, device=self.device)
+            if isinstance(model, OffPolicyAlgorithm) and (run.checkpoints / CKPT_BUFFER).is_file():
+                model.load_replay_buffer(run.checkpoints / CKPT_BUFFER)
+        else:
+            model = self.build_model(env)
+        self._start_step = model.num_timesteps
+        model.set_logger(configure(str(run.tensorboard), ["tensorboard"]))
+        heldout = self.make_heldout()
+        total = cfg.train.total_steps
+        progress = Progress(total, initial=self._start_step, desc=f"{run.name} {cfg.agent.kind}")
+        writer = SummaryWriter(str(run.tensorboard))
+        try:
+            if total > self._start_step:
+                model.learn(
+                    total_timesteps=total - self._start_step,
+                    callback=CallbackList([_RunCallback(self, progress, heldout, writer)]),
+                    reset_num_timesteps=not resume,
+                    log_interval=max(1, cfg.train.log_every // max(cfg.agent.n_envs, 1)) if cfg.agent.kind != "ppo" else 1,
+                )
+        finally:
+            progress.close()
+            writer.close()
+            if hasattr(heldout, "close"):
+                heldout.close()
+        self.checkpoint(model)
+        _atomic(lambda f: model.save(f), run.path / MODEL_FILE)
+        env.close()
+
+    def build_model(self, env: Any) -> BaseAlgorithm:
+        """A fresh SB3 algorithm for the configured agent on ``env``."""
+        cfg = self.config
+        kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, int(env.action_space.shape[0]), cfg.seed)
+        return ALGORITHMS[cfg.agent.kind](self.policy_class, env, device=self.device, **kwargs)
+
+    def checkpoint(self, model: BaseAlgorithm) -> None:
+        """One rolling copy of the model and (off-policy) the replay buffer, each written then renamed into place."""
+        ckpts = self.run.checkpoints
+        _atomic(lambda f: model.save(f), ckpts / CKPT_MODEL)
+        if isinstance(model, OffPolicyAlgorithm):
+            _atomic(lambda f: model.save_replay_buffer(f), ckpts / CKPT_BUFFER)
+        (ckpts / CKPT_STATE).write_text(json.dumps({"step": int(model.num_timesteps)}))
+
+    def make_heldout(self) -> Any:
+        """What periodic evaluation runs on: held-out contexts with solver optima, cached in the run."""
+        return cached_heldout(self.problem, self.config, self.run, self.device, min(256, self.config.eval.contexts))
+
+    def heldout_metrics(self, model: BaseAlgorithm, heldout: HeldOut) -> dict[str, float]:
+        """TensorBoard tag -> value; the first two also go to the progress line."""
+        y = _predict(model, heldout.contexts, self.problem)
+        with torch.no_grad():
+            return {"eval/objective_gap": (self.problem.objective(y, heldout.contexts) - heldout.value).mean().item()}
+
+    def load_model(self) -> BaseAlgorithm:
+        path: Path = self.run.path / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
+        return ALGORITHMS[self.config.agent.kind].load(path, device=self.device)
+
+    def load_predictor(self) -> Predictor:
+        model = self.load_model()
+        return lambda contexts: _predict(model, contexts, self.problem)
+
+
+def _atomic(write: Any, path: Path) -> None:
+    """``write(file)`` into a temporary file next to ``path``, then rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def deterministic_actions(model: BaseAlgorithm, obs: torch.Tensor) -> torch.Tensor:
+    """Deterministic batched actions of an SB3 policy in the env's action units, on ``obs``'s device."""
+    policy = model.policy
+    actions = policy._predict(obs.to(policy.device, torch.float32), deterministic=True).float()
+    if getattr(policy, "squash_output", False):  # SAC, TD3 and DDPG act in [-1, 1]
+        actions = ActionBox.from_bounds(model.action_space.low, model.action_space.high, actions.device).from_unit(actions)
+    return actions.to(obs.device)
+
+
+def _predict(model: BaseAlgorithm, contexts: torch.Tensor, problem) -> torch.Tensor:
+    """Deterministic batched actions of an SB3 policy, as canonical solutions."""
+    return problem.canonicalize(deterministic_actions(model, contexts))

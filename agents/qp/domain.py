@@ -1,0 +1,68 @@
+"""The qp domain as the CLI sees it: RLQP's eval, ``amortize bench qp`` (our OSQP core, RLQP, real osqp) and ``bench td3``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from agents.common.agent import Agent
+from agents.common.cli_args import csv_list
+from agents.common.domain import BenchCommand, Domain
+from agents.qp.bench import bench_qp
+from agents.qp.bench_rlqp import bench_rlqp
+from agents.qp.bench_td3 import bench_td3
+from agents.qp.evaluation import evaluate_rlqp, rlqp_eval_table
+from agents.qp.kinds import RUNS
+from agents.qp.rlqp_td3 import RLQPTrainer
+
+
+def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
+    """An RLQP run is a solver, not a context -> solution model: its policy against real osqp."""
+    policy = agent.run.path / RLQPTrainer.policy_file
+    if not policy.is_file():
+        raise FileNotFoundError(f"{policy}: no trained policy in this run yet (train or --resume it to the end first)")
+    return evaluate_rlqp(agent.run, agent.config, policy, episodes, agent.device)
+
+
+def _qp_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classes", help="comma-separated subset of random,eq,portfolio,control,lasso,huber,svm (default all)")
+    parser.add_argument("--sizes", help="comma-separated problem sizes n (default 10,20,50)")
+    parser.add_argument("--instances", type=int, help="problems per class and size (default 10; 5 with --policy)")
+    parser.add_argument("--policy", metavar="PATH", help="a trained RLQP policy file (a run's policy.pt, or 'shipped' for the one "
+                        "in the package): add RLQP to the comparison")
+    parser.add_argument("--eps", type=float, help="with --policy: tolerance (default: the policy's training eps)")
+    parser.add_argument("--groups", help="with --policy: run only groups whose name contains one of these comma-separated parts "
+                        "(e.g. held-out or random,x4 or unseen)")
+    parser.add_argument("--problems", metavar="DIR", help="a folder of .mat/.npz QPs instead of generated classes")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the batched-vs-looped throughput line")
+
+
+def _qp(args: argparse.Namespace) -> dict[str, Any]:
+    if args.policy:
+        return bench_rlqp(args.policy, per_size=args.instances if args.instances is not None else 5,
+                          problems_dir=args.problems, eps=args.eps, groups=csv_list(args.groups),
+                          name=args.name or "bench-rlqp", device=args.device, root=args.root)
+    return bench_qp(classes=csv_list(args.classes), sizes=csv_list(args.sizes, int),
+                    instances=args.instances if args.instances is not None else 10, problems_dir=args.problems,
+                    with_throughput=not args.no_throughput, name=args.name or "bench-qp", device=args.device,
+                    seed=args.seed, root=args.root)
+
+
+def _td3_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--updates", type=int, default=500, help="timed gradient updates per learner (default 500)")
+
+
+def _td3(args: argparse.Namespace) -> dict[str, Any]:
+    return bench_td3(updates=args.updates, name=args.name or "bench-td3", device=args.device, seed=args.seed, root=args.root)
+
+
+DOMAIN = Domain(
+    runs=RUNS,
+    evaluate=evaluate,
+    eval_table=rlqp_eval_table,
+    no_gap="`amortize gap` compares a model's one pass with solving f(y; x) from scratch; an RLQP policy is itself part of a "
+           "solver: use `amortize bench qp --policy RUN/policy.pt` for its comparison with osqp",
+    benches=(BenchCommand("qp", "our batched OSQP core against the real osqp package", _qp_arguments, _qp),
+             BenchCommand("td3", "RLQP's row TD3 learner against stable-baselines3's TD3, updates per second",
+                          _td3_arguments, _td3)),
+)
