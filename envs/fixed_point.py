@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.common.vector import SingleInstanceEnv, TorchVectorEnv
+from envs.common.iteration import IterationVectorEnv
+from envs.common.vector import SingleInstanceEnv
+from learned_optimizers.common.iteration import Policy
 from learned_optimizers.families import make_map
 from learned_optimizers.fixed_point import core as fp
 from learned_optimizers.fixed_point.core import FixedPointStatus
@@ -28,7 +30,7 @@ from learned_optimizers.fixed_point.core import FixedPointStatus
 DIVERGED_PENALTY = 10.0
 
 
-class FixedPointVectorEnv(TorchVectorEnv):
+class FixedPointVectorEnv(IterationVectorEnv):
     """``num_envs`` fixed-point solves advancing together (same-step autoreset)."""
 
     def __init__(self, num_envs: int = 8, family: str = "deq", device: str | torch.device = "cpu", **settings: Any) -> None:
@@ -37,17 +39,7 @@ class FixedPointVectorEnv(TorchVectorEnv):
         bound = self.task.max_correction
         obs = spaces.Box(-np.inf, np.inf, (fp.observation_dim(self.map, self.task),), np.float32)
         act = spaces.Box(-bound, bound, (fp.action_dim(self.map, self.task),), np.float32)
-        super().__init__(num_envs, obs, act, device)
-        self.contexts: torch.Tensor | None = None
-        self.state: fp.FixedPointState | None = None
-
-    def _start(self, contexts: torch.Tensor, initial: torch.Tensor | None) -> fp.FixedPointState:
-        with torch.no_grad():
-            return fp.start(self.map, contexts, self.task, initial)
-
-    def _observe(self) -> torch.Tensor:
-        with torch.no_grad():
-            return fp.observe(self.state, self.task).float()
+        super().__init__(num_envs, fp.FixedPointIteration(self.map, self.task), obs, act, device)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self.seed_generator(seed)
@@ -69,26 +61,17 @@ class FixedPointVectorEnv(TorchVectorEnv):
                                  f"got {tuple(initial.shape)}")
             if not torch.isfinite(initial).all():
                 raise ValueError("options['initial_iterates'] contain NaN or inf")
-        started = self._start(fresh, initial)
-        if self.state is None or bool(mask.all()):
-            self.contexts, self.state = fresh, started
-        else:
-            self.contexts = torch.where(mask.unsqueeze(1), fresh, self.contexts)
-            self.state = self.state.where(mask, started)
-        return self._observe(), {"residual_ratio": self.state.ratio.float()}
+        self.begin(mask, fresh, initial)
+        return self.observe(), {"residual_ratio": self.state.ratio.float()}
 
-    def rollout(self, policy: fp.Policy | None, initial_iterates: torch.Tensor | None = None,
+    def rollout(self, policy: Policy | None, initial_iterates: torch.Tensor | None = None,
                 steps: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Differentiable rollout from the current contexts (``max_steps`` by default), outside
         the episode bookkeeping: the handle for agents that backpropagate through the iterations."""
         return fp.rollout(self.map, self.contexts, self.task, steps or self.task.max_steps, policy, initial_iterates)
 
     def step(self, actions: Any):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        a, invalid = self.bounded_actions(actions, self.task.max_correction)
-        with torch.no_grad():
-            self.state = fp.advance(self.map, self.contexts, self.state, a, self.task)
+        invalid = self.advance(actions, self.task.max_correction)
         ratio = self.state.ratio.float()
         diverged = invalid | ~torch.isfinite(ratio) | ~torch.isfinite(self.state.y).all(dim=1)
         converged = ~diverged & (ratio <= self.task.tol)
@@ -103,14 +86,12 @@ class FixedPointVectorEnv(TorchVectorEnv):
             "status": status,
             "evaluations": self.state.evaluations.clone(),
             "invalid_action": invalid,
-            "final_obs": self._observe(),
+            "final_obs": self.observe(),
             "_final_obs": done,
         }
         if bool(done.any()):
-            fresh = self.map.sample_contexts(self.num_envs, self.generator, self.device)
-            self.contexts = torch.where(done.unsqueeze(1), fresh, self.contexts)
-            self.state = self.state.where(done, self._start(self.contexts, None))
-        return self._observe(), rewards, terminated, truncated, info
+            self.restart(done, self.map.sample_contexts(self.num_envs, self.generator, self.device), None)
+        return self.observe(), rewards, terminated, truncated, info
 
 
 class FixedPointEnv(SingleInstanceEnv):

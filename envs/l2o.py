@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.common.vector import SingleInstanceEnv, TorchVectorEnv
+from envs.common.iteration import IterationVectorEnv
+from envs.common.vector import SingleInstanceEnv
 from learned_optimizers.l2o import core as l2o
 from learned_optimizers.l2o.core import L2OStatus
 from learned_optimizers.l2o.tasks import make_tasks
@@ -39,7 +40,7 @@ from learned_optimizers.l2o.tasks import make_tasks
 DIVERGED_PENALTY = 10.0
 
 
-class LearnToOptimizeVectorEnv(TorchVectorEnv):
+class LearnToOptimizeVectorEnv(IterationVectorEnv):
     """``num_envs`` training runs (one task each) advancing together."""
 
     def __init__(self, num_envs: int = 8, family: str = "logreg", device: str | torch.device = "cpu", **settings: Any) -> None:
@@ -49,20 +50,12 @@ class LearnToOptimizeVectorEnv(TorchVectorEnv):
         bound = self.task.max_correction
         obs = spaces.Box(-l2o.FEATURE_BOUND, l2o.FEATURE_BOUND, (p, f), np.float32)
         act = spaces.Box(-bound, bound, (p,), np.float32)
-        super().__init__(num_envs, obs, act, device)
         self.learning_rate = l2o.base_learning_rate(self.tasks)
-        self.contexts: torch.Tensor | None = None
-        self.state: l2o.L2OState | None = None
+        super().__init__(num_envs, l2o.L2OIteration(self.tasks, self.learning_rate), obs, act, device)
 
     def _draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.tasks.sample_contexts(n, self.generator, self.device)
         return x, self.tasks.initial_iterate(x, self.generator)
-
-    def _start(self, x: torch.Tensor, phi0: torch.Tensor) -> l2o.L2OState:
-        return l2o.start(self.tasks, x, phi0)
-
-    def _observe(self) -> torch.Tensor:
-        return l2o.observe(self.state, self.task).float()
 
     def _info(self) -> dict[str, Any]:
         return {"objective": self.state.value.float(), "objective_ratio": (self.state.value / self.state.initial_value).float()}
@@ -85,19 +78,11 @@ class LearnToOptimizeVectorEnv(TorchVectorEnv):
                                  f"got {tuple(phi0.shape)}")
             if not torch.isfinite(phi0).all():
                 raise ValueError("options['initial_parameters'] contain NaN or inf")
-        started = self._start(x, phi0)
-        if self.state is None or bool(mask.all()):
-            self.contexts, self.state = x, started
-        else:
-            self.contexts = torch.where(mask.unsqueeze(1), x, self.contexts)
-            self.state = self.state.where(mask, started)
-        return self._observe(), self._info()
+        self.begin(mask, x, phi0)
+        return self.observe(), self._info()
 
     def step(self, actions: Any):
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
-        a, invalid = self.bounded_actions(actions, self.task.max_correction)
-        self.state = l2o.advance(self.tasks, self.contexts, self.state, a, self.learning_rate)
+        invalid = self.advance(actions, self.task.max_correction)
         ratio = (self.state.value / self.state.initial_value).float()
         diverged = invalid | self.state.diverged(self.task)
         truncated = ~diverged & (self.state.steps >= self.task.horizon)
@@ -109,14 +94,12 @@ class LearnToOptimizeVectorEnv(TorchVectorEnv):
             "status": status,
             "steps": self.state.steps.clone(),
             "invalid_action": invalid,
-            "final_obs": self._observe(),
+            "final_obs": self.observe(),
             "_final_obs": done,
         }
         if bool(done.any()):
-            x, phi0 = self._draw(self.num_envs)
-            self.contexts = torch.where(done.unsqueeze(1), x, self.contexts)
-            self.state = self.state.where(done, self._start(self.contexts, phi0))
-        return self._observe(), rewards, diverged, truncated, info
+            self.restart(done, *self._draw(self.num_envs))
+        return self.observe(), rewards, diverged, truncated, info
 
 
 class LearnToOptimizeEnv(SingleInstanceEnv):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces

@@ -25,8 +25,8 @@ from agents.common.agent import Agent, Predictor
 from agents.common.checkpointing import begin_training, cached_labels, training_state
 from agents.common.evaluation import policy_episodes
 from agents.common.progress import Progress
-from agents.common.schedule import TrainSchedule
 from agents.common.sb3 import SB3Agent, deterministic_actions
+from agents.common.schedule import TrainSchedule
 from agents.common.seeding import generator
 from agents.common.statistics import reach_statistics
 from learned_optimizers.common.fixed_point_map import FixedPointMap, FixedPointTaskSettings

@@ -27,8 +27,8 @@ from agents.common.agent import Agent, Predictor
 from agents.common.checkpointing import begin_training, training_state
 from agents.common.evaluation import policy_episodes
 from agents.common.progress import Progress
-from agents.common.schedule import TrainSchedule
 from agents.common.sb3 import SB3Agent
+from agents.common.schedule import TrainSchedule
 from agents.common.seeding import generator
 from agents.common.statistics import reach_statistics
 from agents.l2o.policies import CoordinatewiseTD3Policy

@@ -21,8 +21,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent, Predictor
 from agents.common.progress import Progress
-from agents.common.schedule import TrainSchedule
 from agents.common.runs import RunDir
+from agents.common.schedule import TrainSchedule
 from agents.common.seeding import seed_everything
 from agents.common.statistics import shifted_geometric_mean
 from learned_optimizers.qp.admm import OSQPSettings, solve_qps

@@ -4,7 +4,7 @@ A ``TorchVectorEnv`` keeps its whole batch of problem instances in tensors on
 one device and advances all of them in one ``step``. Observations, rewards and
 flags come back as tensors on that device (no numpy round trip on the hot
 path); RL libraries that want numpy see the env through one adapter
-(``agents.vec_adapter``).
+(``agents.common.vec_adapter``).
 """
 
 from __future__ import annotations

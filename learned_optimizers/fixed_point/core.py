@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Callable
 
 import torch
 
 from learned_optimizers.common.fixed_point_map import FixedPointMap, FixedPointTaskSettings
+from learned_optimizers.common.iteration import Policy, iterate
 from learned_optimizers.common.traces import first_hit
 from learned_optimizers.fixed_point.anderson import History, anderson_coefficients, mix
 
@@ -147,8 +147,21 @@ def observe(state: FixedPointState, settings: FixedPointTaskSettings) -> torch.T
     return torch.nan_to_num(out, nan=0.0, posinf=_LOG_SCALE, neginf=-_LOG_SCALE)
 
 
-#: observation -> action; ``None`` in place of a policy means the zero action (the classical method)
-Policy = Callable[[torch.Tensor], torch.Tensor]
+@dataclass(frozen=True)
+class FixedPointIteration:
+    """A map's iteration under ``settings.mode`` as a ``BatchedIteration`` (zero action: plain iteration or AA)."""
+
+    fp_map: FixedPointMap
+    settings: FixedPointTaskSettings
+
+    def start(self, x: torch.Tensor, initial: torch.Tensor | None = None) -> FixedPointState:
+        return start(self.fp_map, x, self.settings, initial)
+
+    def advance(self, x: torch.Tensor, state: FixedPointState, action: torch.Tensor | None) -> FixedPointState:
+        return advance(self.fp_map, x, state, action, self.settings)
+
+    def observe(self, state: FixedPointState) -> torch.Tensor:
+        return observe(state, self.settings)
 
 
 @dataclass
@@ -170,14 +183,8 @@ class FixedPointTrace:
 def rollout(fp_map: FixedPointMap, x: torch.Tensor, settings: FixedPointTaskSettings, steps: int,
             policy: Policy | None = None, y0: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Differentiable: residual ratios (B, steps + 1) and the iterates y_0..y_steps (what gradient agents train on)."""
-    state = start(fp_map, x, settings, y0)
-    ratios, iterates = [state.ratio], [state.y]
-    for _ in range(steps):
-        action = None if policy is None else policy(observe(state, settings))
-        state = advance(fp_map, x, state, action, settings)
-        ratios.append(state.ratio)
-        iterates.append(state.y)
-    return torch.stack(ratios, 1), iterates
+    states = list(iterate(FixedPointIteration(fp_map, settings), x, steps, policy, y0))
+    return torch.stack([state.ratio for state in states], 1), [state.y for state in states]
 
 
 def solve(fp_map: FixedPointMap, x: torch.Tensor, settings: FixedPointTaskSettings, steps: int,
@@ -188,17 +195,18 @@ def solve(fp_map: FixedPointMap, x: torch.Tensor, settings: FixedPointTaskSettin
     times the current one, the step is replaced by the classical step from the
     same state (one more map evaluation, counted), as SCS guards its AA.
     """
-    state = start(fp_map, x, settings, y0)
+    method = FixedPointIteration(fp_map, settings)
+    state = method.start(x, y0)
     ratios, spent = [state.ratio], [torch.zeros_like(state.evaluations)]
     extra = torch.zeros_like(state.evaluations)
     fired = torch.zeros_like(state.evaluations)
     for _ in range(steps):
-        action = None if policy is None else policy(observe(state, settings))
-        nxt = advance(fp_map, x, state, action, settings)
+        action = None if policy is None else policy(method.observe(state))
+        nxt = method.advance(x, state, action)
         if policy is not None and safeguard is not None:
             bad = ~(nxt.ratio <= safeguard * state.ratio)
             if bool(bad.any()):
-                classical = advance(fp_map, x, state, None, settings)
+                classical = method.advance(x, state, None)
                 nxt = nxt.where(bad, classical)
                 extra, fired = extra + bad.long(), fired + bad.long()
         state = nxt

@@ -39,13 +39,14 @@ step-100 objective).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Callable
 
 import torch
 
+from learned_optimizers.common.iteration import Policy, iterate
 from learned_optimizers.l2o.classical import (
     TUNING_SEED,
     AdamMoments,
@@ -192,8 +193,27 @@ def observe(state: L2OState, settings: L2OTaskSettings) -> torch.Tensor:
     return torch.nan_to_num(out, nan=0.0, posinf=_LOG_SCALE, neginf=-_LOG_SCALE).clamp(-FEATURE_BOUND, FEATURE_BOUND)
 
 
-#: (B, p, F) observation -> (B, p) action; ``None`` in place of a policy is the zero action (Adam)
-Policy = Callable[[torch.Tensor], torch.Tensor]
+@dataclass(frozen=True)
+class L2OIteration:
+    """Training on ``tasks`` at learning rate ``lr`` as a ``BatchedIteration``: a (B, p, F) observation,
+    a (B, p) action, zero action = Adam. There is no default start: pass the initial parameters."""
+
+    tasks: TrainingTaskFamily
+    lr: float
+    keep_graph: bool = False
+    second_order: bool = False
+
+    def start(self, x: torch.Tensor, initial: torch.Tensor | None = None) -> L2OState:
+        if initial is None:
+            raise ValueError("learning to optimize has no default start: pass the initial parameters phi0 "
+                             "(e.g. tasks.initial_iterate(x, generator))")
+        return start(self.tasks, x, initial, self.keep_graph, self.second_order)
+
+    def advance(self, x: torch.Tensor, state: L2OState, action: torch.Tensor | None) -> L2OState:
+        return advance(self.tasks, x, state, action, self.lr, self.keep_graph)
+
+    def observe(self, state: L2OState) -> torch.Tensor:
+        return observe(state, self.tasks.settings)
 
 
 def unroll(tasks: TrainingTaskFamily, x: torch.Tensor, state: L2OState, steps: int, policy: Policy,
@@ -204,9 +224,9 @@ def unroll(tasks: TrainingTaskFamily, x: torch.Tensor, state: L2OState, steps: i
     moments and the gradient features built from them) stay differentiable in phi, while the objective-change,
     move and progress features stay constants. Cut with ``state.detached()`` for truncated unrolls.
     """
+    method = L2OIteration(tasks, lr, keep_graph=True, second_order=state.second_order)
     values = []
-    for _ in range(steps):
-        state = advance(tasks, x, state, policy(observe(state, tasks.settings)), lr, keep_graph=True)
+    for state in itertools.islice(iterate(method, x, steps, policy, state=state), 1, None):
         values.append(state.value)
     return torch.stack(values, 1) / state.initial_value.unsqueeze(1), state
 
@@ -225,12 +245,10 @@ def solve(tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, steps:
           lr: float | None = None) -> OptimizerTrace:
     """Run the method ``policy`` defines (Adam when ``None``) for ``steps`` steps; diverged tasks read NaN from then on."""
     lr = base_learning_rate(tasks) if lr is None else lr
-    state = start(tasks, x, phi0)
-    values = [state.value]
-    dead = state.diverged(tasks.settings)
-    for _ in range(steps):
-        action = None if policy is None else policy(observe(state, tasks.settings))
-        state = advance(tasks, x, state, action, lr)
+    states = iterate(L2OIteration(tasks, lr), x, steps, policy, phi0)
+    state = next(states)
+    values, dead = [state.value], state.diverged(tasks.settings)
+    for state in states:
         dead = dead | state.diverged(tasks.settings)
         values.append(torch.where(dead, torch.full_like(state.value, math.nan), state.value))
     return OptimizerTrace(torch.stack(values, 1), state.phi)
