@@ -147,3 +147,18 @@ def test_only_entry_points_import_the_agents_registry() -> None:
 def test_domains_are_folders_with_the_same_names_across_layers(layer: str) -> None:
     domains = {domain_of(m) for m in GRAPH if m.split(".")[0] == layer} - {None, "common"}
     assert domains <= {"sphere", "qp", "conic", "fixed_point", "l2o", "control"}
+
+
+def test_the_package_keeps_its_public_names_without_importing_a_domain() -> None:
+    """``from learned_optimizers import AmortizedModel`` (the README's line) resolves lazily; a plain import loads none."""
+    import subprocess
+    import sys
+
+    code = ("import sys, learned_optimizers as lo; assert not [m for m in sys.modules if m.startswith('learned_optimizers.')]; "
+            "[getattr(lo, n) for n in lo.__all__]; from learned_optimizers import AmortizedModel, solve_qps; "
+            "assert AmortizedModel.__module__ == 'learned_optimizers.amortized'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    import learned_optimizers
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        learned_optimizers.nope  # noqa: B018
