@@ -23,8 +23,10 @@ ENV_IDS: dict[str, str] = {
 }
 
 #: our ids -> (entry point, vector entry point, kwargs)
+#: the one-step env of any ContextualProblem family (context -> solution, reward -f)
+_ONE_STEP = ("envs.common.amortization:AmortizationEnv", "envs.common.amortization:AmortizationVectorEnv")
 _ENTRY_POINTS: dict[str, tuple[str, str, dict]] = {
-    "amortize/Sphere-v0": ("envs.sphere:AmortizationEnv", "envs.sphere:AmortizationVectorEnv", {"family": "sphere"}),
+    "amortize/Sphere-v0": (*_ONE_STEP, {"family": "sphere"}),
     "amortize/QP-RLQP-v0": ("envs.qp:QPEnv", "envs.qp:QPVectorEnv", {"variant": "vector"}),
     "amortize/QP-RLQP-Scalar-v0": ("envs.qp:QPEnv", "envs.qp:QPVectorEnv", {"variant": "scalar"}),
     "amortize/FixedPoint-v0": ("envs.fixed_point:FixedPointEnv", "envs.fixed_point:FixedPointVectorEnv", {}),
