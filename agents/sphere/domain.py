@@ -1,4 +1,4 @@
-"""The sphere domain as the CLI sees it: eval, gap and ``amortize bench sphere``."""
+"""The sphere domain as the CLI sees it: the contextual eval and gap, its map of predictions, ``amortize bench sphere``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import argparse
 from typing import Any
 
 from agents.common.cli_args import csv_list
-from agents.common.domain import BenchCommand, Domain
+from agents.common.contextual import contextual_domain
+from agents.common.domain import BenchCommand
 from agents.sphere.bench import SPHERE_METHODS, bench_sphere
-from agents.sphere.evaluation import eval_table, evaluate, gap, gap_report
 from agents.sphere.kinds import RUNS
+from agents.sphere.plots import plot_sphere_predictions
 
 
 def _bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,12 +23,9 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
                         seed=args.seed, budget_scale=args.budget_scale, root=args.root)
 
 
-DOMAIN = Domain(
-    runs=RUNS,
-    evaluate=evaluate,
-    eval_table=eval_table,
-    gap=gap,
-    gap_report=gap_report,
+DOMAIN = contextual_domain(
+    RUNS,
+    plot_predictions=plot_sphere_predictions,
     benches=(BenchCommand("sphere", "the three amortization losses against multi-start Adam (tutorial 4.2)",
                           _bench_arguments, _bench),),
 )

@@ -1,25 +1,33 @@
-"""``amortize eval`` and ``amortize gap`` for amortized models of a ``ContextualProblem`` (the sphere domain).
+"""``amortize eval`` and ``amortize gap`` for amortized models of any ``ContextualProblem`` family.
 
 The model is judged against multi-start Adam on held-out contexts: the gap in
 objective and the time of its one batched forward pass against the solver's.
+A domain of that shape (the sphere) gets its ``Domain`` from
+``contextual_domain``, adding only its own picture of the predictions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from torch.utils.tensorboard import SummaryWriter
 
+import torch
+
 from agents.common.agent import Agent
+from agents.common.domain import BenchCommand, Domain, DomainRuns
 from agents.common.evaluation import amortization_gap_curve, compare_with_solver, gym_episodes, public
 from agents.common.heldout import heldout_contexts
 from agents.common.plots import format_table, plot_gap_curve, plot_gap_histogram
-from agents.sphere.plots import plot_sphere_predictions
+
+#: (path, {label: predictions}, solver optima, title) -> the written PNG
+PredictionPlot = Callable[[Path, dict[str, torch.Tensor], torch.Tensor, str], Path]
 
 
-def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
-    """Gymnasium episodes plus model-vs-solver on held-out contexts; writes eval.json and plots."""
+def evaluate(agent: Agent, episodes: int, plot_predictions: PredictionPlot | None = None) -> dict[str, Any]:
+    """Gymnasium episodes plus model-vs-solver on held-out contexts; writes eval.json, the gap histogram and,
+    where the domain draws one, its picture of the predictions against the solver's optima."""
     config, run = agent.config, agent.run
     predictor = agent.load_predictor()
     episodes_result = gym_episodes(config, predictor, episodes, agent.device)
@@ -28,9 +36,10 @@ def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
     result = {"run": run.name, "agent": config.agent.kind, "gymnasium": episodes_result, "vs_solver": public(comparison)}
     run.write_json("eval.json", result)
     hist = {config.agent.kind: comparison["_gap"]}
-    plots = [plot_gap_histogram(run.plots / "objective_gap.png", hist, f"{config.env}: amortization gap on held-out contexts"),
-             plot_sphere_predictions(run.plots / "sphere.png", {config.agent.kind: comparison["_y_model"]},
-                                     comparison["_y_solver"], "predictions vs solver optima (held-out)")]
+    plots = [plot_gap_histogram(run.plots / "objective_gap.png", hist, f"{config.env}: amortization gap on held-out contexts")]
+    if plot_predictions is not None:
+        plots.append(plot_predictions(run.plots / f"{agent.problem.family}.png", {config.agent.kind: comparison["_y_model"]},
+                                      comparison["_y_solver"], "predictions vs solver optima (held-out)"))
     result["plots"] = [str(p) for p in plots]
     return result
 
@@ -71,3 +80,14 @@ def gap_report(r: dict[str, Any]) -> str:
         lines.append(f"solver needs {r['solver_iterations_to_match']} iterations, {r['solver_seconds_to_match']:.4f}s, "
                      f"to match the model: {r['speedup_to_match']:.1f}x the model's time")
     return "\n".join(lines)
+
+
+def contextual_domain(runs: DomainRuns, plot_predictions: PredictionPlot | None = None,
+                      benches: tuple[BenchCommand, ...] = ()) -> Domain:
+    """The ``Domain`` of a one-step ``ContextualProblem`` family: eval and gap against multi-start Adam."""
+
+    def evaluate_run(agent: Agent, episodes: int) -> dict[str, Any]:
+        return evaluate(agent, episodes, plot_predictions)
+
+    return Domain(runs=runs, evaluate=evaluate_run, eval_table=eval_table, gap=gap, gap_report=gap_report,
+                  benches=benches)
