@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file
 from learned_optimizers.common.networks import mlp
 from learned_optimizers.common.problem import ContextualProblem
 from learned_optimizers.families import make_problem
@@ -37,7 +38,7 @@ class AmortizedModel(nn.Module):
         return self.problem.canonicalize(self.net(contexts))
 
     def save(self, path: str | Path, problem_settings: dict[str, Any]) -> None:
-        torch.save(
+        save_model_file(
             {
                 "family": self.problem.family,
                 "problem_settings": problem_settings,
@@ -51,8 +52,11 @@ class AmortizedModel(nn.Module):
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "AmortizedModel":
         """Rebuild a saved model, problem included: ``AmortizedModel.load(p).predict(x)``."""
-        blob = torch.load(path, map_location=device, weights_only=False)
-        problem = make_problem(blob["family"], **blob["problem_settings"])
-        model = cls(problem, blob["hidden_sizes"], blob["activation"]).to(device)
-        model.load_state_dict(blob["state_dict"])
-        return model
+        blob = read_model_file(path, device, "an amortized model",
+                               ("family", "problem_settings", "hidden_sizes", "activation", "state_dict"))
+
+        def build() -> AmortizedModel:
+            problem = make_problem(blob["family"], **blob["problem_settings"])
+            return cls(problem, tuple(blob["hidden_sizes"]), blob["activation"])
+
+        return rebuild_model(path, "an amortized model", build, blob["state_dict"]).to(device)

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file
 from learned_optimizers.common.fixed_point_map import FixedPointMap
-from learned_optimizers.common.networks import mlp, read_model_file
+from learned_optimizers.common.networks import mlp
 from learned_optimizers.families import make_map
 from learned_optimizers.fixed_point import core as fp
 
@@ -64,18 +65,17 @@ class FixedPointAccelerator(nn.Module):
 
     # ------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
-        torch.save({"family": self.family, "map_settings": self.map_settings, "hidden_sizes": self.hidden_sizes,
-                    "activation": self.activation, "learn_init": self.learn_init, "state_dict": self.state_dict()}, path)
+        save_model_file({"family": self.family, "map_settings": self.map_settings, "hidden_sizes": self.hidden_sizes,
+                         "activation": self.activation, "learn_init": self.learn_init, "state_dict": self.state_dict()},
+                        path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "FixedPointAccelerator":
         blob = read_model_file(path, device, "a fixed-point accelerator",
                                ("family", "map_settings", "hidden_sizes", "activation", "learn_init", "state_dict"))
-        model = cls(blob["family"], blob["map_settings"], tuple(blob["hidden_sizes"]), blob["activation"], blob["learn_init"])
-        try:
-            model.load_state_dict(blob["state_dict"])
-        except RuntimeError as err:  # weights of another shape than the settings say
-            raise ValueError(f"{str(path)!r} is not a fixed-point accelerator file: its weights do not fit its settings ({err})") from None
+        model = rebuild_model(path, "a fixed-point accelerator", lambda: cls(
+            blob["family"], blob["map_settings"], tuple(blob["hidden_sizes"]), blob["activation"], blob["learn_init"]),
+            blob["state_dict"])
         return model.to(device)
 
     @classmethod

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from learned_optimizers.common.networks import mlp, read_model_file
+from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file
+from learned_optimizers.common.networks import mlp
 from learned_optimizers.l2o import core as l2o
 from learned_optimizers.l2o.classical import OptimizerTrace
 from learned_optimizers.l2o.tasks import TrainingTaskFamily, make_tasks
@@ -52,18 +53,16 @@ class CoordinatewiseUpdate(nn.Module):
         return l2o.solve(tasks or self.tasks, x, phi0, steps, self.act, self.learning_rate)
 
     def save(self, path: str | Path) -> None:
-        torch.save({"family": self.family, "task_settings": self.task_settings, "hidden_sizes": self.hidden_sizes,
-                    "activation": self.activation, "learning_rate": self.learning_rate, "state_dict": self.state_dict()}, path)
+        save_model_file({"family": self.family, "task_settings": self.task_settings, "hidden_sizes": self.hidden_sizes,
+                         "activation": self.activation, "learning_rate": self.learning_rate,
+                         "state_dict": self.state_dict()}, path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "CoordinatewiseUpdate":
         blob = read_model_file(path, device, "a learned optimizer",
                                ("family", "task_settings", "hidden_sizes", "activation", "learning_rate", "state_dict"))
-        model = cls(blob["family"], blob["task_settings"], tuple(blob["hidden_sizes"]), blob["activation"])
-        try:
-            model.load_state_dict(blob["state_dict"])
-        except RuntimeError as err:  # weights of another shape than the settings say
-            raise ValueError(f"{str(path)!r} is not a learned optimizer file: its weights do not fit its settings ({err})") from None
+        model = rebuild_model(path, "a learned optimizer", lambda: cls(
+            blob["family"], blob["task_settings"], tuple(blob["hidden_sizes"]), blob["activation"]), blob["state_dict"])
         model.learning_rate = blob["learning_rate"]
         return model.to(device)
 

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from learned_optimizers.common.networks import read_model_file
+from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file
 from learned_optimizers.common.settings import setting, validate
 from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, QPSolution
 from learned_optimizers.qp.problems import QP, QPBatch
@@ -103,14 +103,15 @@ class RhoPolicy(nn.Module):
         return LOG_RHO_MAX * torch.tanh(self.net(features).squeeze(-1))
 
     def save(self, path: str | Path, **metadata) -> None:
-        torch.save({"state_dict": self.state_dict(), "in_features": self.in_features,
-                    "hidden_sizes": list(self.hidden_sizes), "variant": self.variant, "metadata": metadata}, path)
+        save_model_file({"state_dict": self.state_dict(), "in_features": self.in_features,
+                         "hidden_sizes": list(self.hidden_sizes), "variant": self.variant, "metadata": metadata}, path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu") -> "RhoPolicy":
         blob = read_model_file(path, device, "an RLQP policy", ("state_dict", "in_features", "hidden_sizes", "variant"))
-        policy = cls(blob["in_features"], tuple(blob["hidden_sizes"]), blob["variant"])
-        policy.load_state_dict(blob["state_dict"])
+        policy = rebuild_model(path, "an RLQP policy",
+                               lambda: cls(blob["in_features"], tuple(blob["hidden_sizes"]), blob["variant"]),
+                               blob["state_dict"])
         policy.metadata = blob.get("metadata", {})
         return policy.to(device).eval()
 
