@@ -21,7 +21,8 @@ def train(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT
     """Create a run directory and train the configured agent into it."""
     run = start_run(config, name, root)
     print(f"run directory: {run.path}  (tensorboard --logdir {run.path})")
-    make_agent(config, run).train(resume=False)
+    with run.exclusive():
+        make_agent(config, run).train(resume=False)
     return run
 
 
@@ -35,9 +36,16 @@ def resume(run_path: str | Path, overrides: list[str] | None = None, device: str
     for key in ("seed", "env", "problem", "agent"):
         if getattr(old, key) != getattr(config, key):
             raise ConfigError(f"{key}: cannot change on --resume (was {getattr(old, key)!r}); start a new run instead")
-    run.save_config(config)
-    print(f"resuming {run.path}")
-    make_agent(config, run).train(resume=True)
+    with run.exclusive():
+        agent = make_agent(config, run)
+        step = agent.checkpoint_step()
+        if step is None:
+            raise ValueError(f"{str(run.path)!r} has no checkpoint to resume from (its training never reached one); "
+                             "start it again with `amortize train` instead")
+        removed = run.remove_partial_writes()
+        run.save_config(config)
+        print(f"resuming {run.path} from step {step}" + (f" (removed {len(removed)} partial writes)" if removed else ""))
+        agent.train(resume=True)
     return run
 
 

@@ -15,9 +15,10 @@ from stable_baselines3.common.noise import NormalActionNoise
 from tb_steps import scalar_steps
 
 from agents.common.config import ConfigError
+from agents.common.sb3_files import complete_checkpoints, read_manifest, restore_checkpoint
 from agents.control.agent import ControlAgent, critic_q, zero_actions
 from agents.control.gap import gap_curve
-from agents.registry import config_from_dict, load_config, make_agent
+from agents.registry import SCHEMA, config_from_dict, load_config, make_agent
 from agents.workflows import evaluate, gap, resume, start_run
 from learned_optimizers.common.problem import ActionBox
 from learned_optimizers.control.max_q import informative_states, maximize_q, normalized_value, semi_amortized_actions
@@ -106,8 +107,7 @@ def trained_pendulum(tmp_path_factory):
     cfg = pendulum_config(400)
     run = start_run(cfg, "pendulum-sac", tmp_path_factory.mktemp("runs"))
     make_agent(cfg, run).train()
-    first = SAC.load(run.checkpoints / "sb3_model.zip")
-    buffer_before = first.num_timesteps
+    buffer_before = read_manifest(complete_checkpoints(run.checkpoints)[-1])["step"]
     resume(run.path, ["train.total_steps=600"])
     return run, buffer_before
 
@@ -115,15 +115,17 @@ def trained_pendulum(tmp_path_factory):
 def test_resume_continues_the_step_counter_and_reloads_the_buffer(trained_pendulum):
     run, steps_before = trained_pendulum
     assert steps_before == 400
-    assert json.loads((run.checkpoints / "sb3_state.json").read_text())["step"] == 600
-    model = SAC.load(run.checkpoints / "sb3_model.zip")
-    model.load_replay_buffer(run.checkpoints / "sb3_replay_buffer.pkl")
+    (latest,) = complete_checkpoints(run.checkpoints)
+    agent = make_agent(run.load_config(SCHEMA), run)
+    model = agent.build_model(agent.make_env())
+    assert restore_checkpoint(model, latest) == 600
     assert model.num_timesteps == 600
     # 600 transitions: the resumed run added 200 to the 400 it reloaded (a fresh buffer would hold 200)
     assert model.replay_buffer.size() == 600
     assert model.replay_buffer.observations.dtype == np.float32
-    # one rolling copy of each checkpoint file, no temporary leftovers
-    assert sorted(p.name for p in run.checkpoints.iterdir()) == ["sb3_model.zip", "sb3_replay_buffer.pkl", "sb3_state.json"]
+    # one complete checkpoint directory, no temporary leftovers
+    assert [p.name for p in run.checkpoints.iterdir()] == ["sb3-000000000600"]
+    assert sorted(p.name for p in latest.iterdir()) == ["manifest.json", "model.zip", "replay_buffer.npz"]
     # the episodic-return curve continues: one writer per process, the second one's steps after the first's
     per_process = scalar_steps(run.path, "charts/episodic_return")
     assert len(per_process) == 2 and max(per_process[0]) <= 400 < min(per_process[1]), per_process

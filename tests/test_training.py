@@ -1,6 +1,5 @@
 """The three amortization losses train, on budgets of seconds."""
 
-import json
 
 import numpy as np
 import pytest
@@ -9,6 +8,7 @@ from tb_steps import scalar_steps
 
 from agents.common.heldout import cached_heldout
 from agents.common.runs import RunDir
+from agents.common.sb3_files import complete_checkpoints, read_manifest, restore_checkpoint
 from agents.common.vec_adapter import SB3VecEnvAdapter
 from agents.registry import config_from_dict, make_agent
 from agents.workflows import evaluate, resume, start_run
@@ -51,15 +51,15 @@ def test_sb3_sac_runs_end_to_end_and_resumes(tmp_path):
     run = start_run(cfg, "sac", tmp_path)
     make_agent(cfg, run).train()
     ckpts = run.path / "checkpoints"
-    assert json.loads((ckpts / "sb3_state.json").read_text())["step"] == 200
-    assert (run.path / "model.zip").is_file() and (ckpts / "sb3_replay_buffer.pkl").is_file()
+    assert [p.name for p in complete_checkpoints(ckpts)] == ["sb3-000000000200"]
+    assert (run.path / "model.zip").is_file() and (ckpts / "sb3-000000000200" / "replay_buffer.npz").is_file()
 
     resume(run.path, ["train.total_steps=400"])
-    assert json.loads((ckpts / "sb3_state.json").read_text())["step"] == 400
-    from stable_baselines3 import SAC
-
-    model = SAC.load(ckpts / "sb3_model.zip")
-    model.load_replay_buffer(ckpts / "sb3_replay_buffer.pkl")
+    (latest,) = complete_checkpoints(ckpts)  # the older one is gone once the newer is complete
+    assert read_manifest(latest)["step"] == 400
+    trained = make_agent(cfg, run)
+    model = trained.build_model(trained.make_env())
+    assert restore_checkpoint(model, latest) == 400
     assert model.num_timesteps == 400 and model.replay_buffer.size() * 4 == 400  # no transition lost or doubled
 
     steps = scalar_steps(run.path, "eval/objective_gap")

@@ -37,6 +37,12 @@ class Agent(ABC):
             **self.config.problem_kwargs(),
         )
 
+    def checkpoint_step(self) -> int | None:
+        """The step of the checkpoint ``train(resume=True)`` would continue from; None where there is none.
+        Reads (and so checks) it: a corrupt checkpoint is a ValueError naming the file before training starts."""
+        state = self.run.load_checkpoint(device="cpu")
+        return None if state is None else int(state["step"])
+
     @abstractmethod
     def train(self, resume: bool = False) -> None:
         """Train to ``config.train.total_steps``, continuing from the checkpoint if ``resume``."""

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from learned_optimizers.common.files import read_model_file, save_model_file
+
 
 def training_state(step: int, model: nn.Module, optimizer: torch.optim.Optimizer, env: Any, **extra: Any) -> dict[str, Any]:
     return {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
@@ -45,10 +47,21 @@ def begin_training(agent: Any, resume: bool) -> int:
 def cached_labels(path: Path, device: torch.device, sample: Callable[[], torch.Tensor],
                   label: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(contexts, solutions): read from ``path``, or sampled, labelled once and saved there."""
-    if path.is_file():
-        blob = torch.load(path, map_location=device)
+    blob = read_cache(path, device, ("contexts", "solution"))
+    if blob is not None:
         return blob["contexts"], blob["solution"]
     x = sample()
     y = label(x)
-    torch.save({"contexts": x, "solution": y}, path)
+    save_model_file({"contexts": x, "solution": y}, path)
     return x, y
+
+
+def read_cache(path: Path, device: torch.device, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """A cached dataset, read weights-only; None where it is missing or unreadable (then it is computed again)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_model_file(path, device, "a cached dataset", keys)
+    except ValueError as err:
+        print(f"{err}; computing it again")
+        return None

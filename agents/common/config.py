@@ -11,6 +11,7 @@ domain contributes to and ``agents.registry`` merges.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ class TrainSettings:
     checkpoint_every: int = setting(500, ge=1, doc="steps between checkpoints")
     log_every: int = setting(50, ge=1, doc="steps between TensorBoard scalars")
     eval_every: int = setting(500, ge=1, doc="steps between held-out evaluations logged to TensorBoard")
+    checkpoint_replay_buffer: bool = setting(True, choices=(True, False),
+                                             doc="off-policy RL: keep the replay buffer in checkpoints (a resumed run "
+                                                 "then samples the same transitions; a 1M-step MuJoCo buffer is GBs)")
 
 
 @dataclass
@@ -354,7 +358,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(child, dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a section")
             node = child
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value {text!r} is not valid YAML "
+                              f"({str(err).splitlines()[0]}); quote strings, e.g. agent.net_arch=[64,64]") from None
     return raw
 
 
@@ -367,7 +375,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"config file {str(path)!r} is empty: it needs at least problem.family and agent.kind "
+                          "(see configs/ for examples)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top level")
     return raw
@@ -378,4 +387,8 @@ def load_config(path: str | Path, schema: ConfigSchema, overrides: list[str] | N
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write the resolved config into a temporary file renamed into place: a crash never leaves half of it."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    os.replace(tmp, path)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from torch.utils.tensorboard import SummaryWriter
-
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent
 from agents.common.domain import BenchCommand, Domain, DomainRuns

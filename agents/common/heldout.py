@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.common.checkpointing import read_cache
 from agents.common.config import RunConfig
 from agents.common.runs import RunDir
 from agents.common.seeding import generator
+from learned_optimizers.common.files import save_model_file
 from learned_optimizers.common.multistart import SolveResult, multistart_adam
 from learned_optimizers.common.problem import ContextualProblem
 
@@ -46,10 +48,10 @@ def solve(problem: ContextualProblem, contexts: torch.Tensor, config: RunConfig,
 def cached_heldout(problem: ContextualProblem, config: RunConfig, run: RunDir, device: torch.device, n: int) -> HeldOut:
     """Held-out contexts with solver optima, stored in the run dir for reuse on resume."""
     path = run.checkpoints / f"heldout-{n}.pt"
-    if path.is_file():
-        blob = torch.load(path, map_location=device)
+    blob = read_cache(path, device, ("contexts", "solution", "value"))
+    if blob is not None:
         return HeldOut(blob["contexts"], blob["solution"], blob["value"])
     x = heldout_contexts(problem, config, device, n)
     result = solve(problem, x, config)
-    torch.save({"contexts": x, "solution": result.solution, "value": result.value}, path)
+    save_model_file({"contexts": x, "solution": result.solution, "value": result.value}, path)
     return HeldOut(x, result.solution, result.value)

@@ -12,18 +12,25 @@ Layout::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from agents.common.config import ConfigSchema, RunConfig, dump_config, load_config
+from learned_optimizers.common.files import read_model_file, save_model_file
 
 DEFAULT_ROOT = Path("runs")
+
+
+class RunInUseError(RuntimeError):
+    """Another process is training into this run directory."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -40,10 +47,13 @@ class RunDir:
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         candidate, k = root / name, 1
-        while candidate.exists():
-            k += 1
-            candidate = root / f"{name}-{k}"
-        candidate.mkdir()
+        while True:  # mkdir is the claim: two processes never get the same directory
+            try:
+                candidate.mkdir()
+                break
+            except FileExistsError:
+                k += 1
+                candidate = root / f"{name}-{k}"
         run = cls(candidate)
         run.checkpoints.mkdir()
         run.plots.mkdir()
@@ -94,17 +104,47 @@ class RunDir:
         return json.loads((self.path / filename).read_text())
 
     def save_checkpoint(self, state: dict[str, Any], filename: str = "latest.pt") -> Path:
+        """Tensors and plain values only (what a weights-only load accepts), written then renamed into place."""
         path = self.checkpoints / filename
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        save_model_file(state, path)
         return path
 
     def load_checkpoint(self, filename: str = "latest.pt", device: torch.device | str = "cpu") -> dict[str, Any] | None:
+        """The checkpoint, read weights-only; None where there is none. A corrupt one is a ValueError naming it."""
         path = self.checkpoints / filename
         if not path.is_file():
             return None
-        return torch.load(path, map_location=device, weights_only=False)
+        return read_model_file(path, device, "a checkpoint", ("step",))
+
+    @contextmanager
+    def exclusive(self) -> Iterator["RunDir"]:
+        """Hold the run's lock while writing to it: a second train or --resume of the same run is refused
+        (an OS lock, released when the process ends however it ends)."""
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunInUseError(f"{str(self.path)!r} is in use by {holder}: wait for it to finish, "
+                                    "or stop it first") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")
+            handle.flush()
+            try:
+                yield self
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def remove_partial_writes(self) -> list[Path]:
+        """Delete the ``*.tmp`` files a killed process left behind (never read: every write renames into place)."""
+        leftovers = [p for p in (*self.path.glob("*.tmp"), *self.checkpoints.glob("*.tmp")) if p.is_file()]
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+        return leftovers
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

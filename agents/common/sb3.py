@@ -3,12 +3,12 @@
 The factory turns a validated config into an SB3 algorithm; the callbacks add
 what a run needs on top of SB3: our progress display, held-out evaluation in
 TensorBoard, and a rolling checkpoint (model, replay buffer, step count) that
-``--resume`` continues from with the step counter intact.
+``--resume`` continues from with the step counter intact. Models are rebuilt
+from the run's config and read weights-only (``sb3_files``): no file runs code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -21,13 +21,20 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecMonitor
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent, Predictor
 from agents.common.heldout import HeldOut, cached_heldout
 from agents.common.progress import Progress
+from agents.common.sb3_files import (
+    complete_checkpoints,
+    load_weights,
+    read_manifest,
+    remove_partial_checkpoints,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import seed_everything
 from agents.common.vec_adapter import SB3VecEnvAdapter
@@ -35,9 +42,8 @@ from learned_optimizers.common.problem import ActionBox
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "ppo": PPO}
 MODEL_FILE = "model.zip"
-CKPT_MODEL = "sb3_model.zip"
-CKPT_BUFFER = "sb3_replay_buffer.pkl"
-CKPT_STATE = "sb3_state.json"
+#: the checkpoint layout before ``sb3_files``: its weights still resume a run; its pickled buffer is never read
+LEGACY_MODEL, LEGACY_BUFFER, LEGACY_STATE = "sb3_model.zip", "sb3_replay_buffer.pkl", "sb3_state.json"
 
 
 def algorithm_kwargs(agent: Any, n_envs: int, action_dim: int, seed: int) -> dict[str, Any]:
@@ -120,6 +126,10 @@ class SB3Agent(Agent):
     def make_env(self) -> VecMonitor:
         return VecMonitor(SB3VecEnvAdapter(self.make_vector_env(self.config.agent.n_envs)))
 
+    def make_spaces_env(self) -> Any:
+        """An env with the run's spaces, to rebuild a saved model on (the batched env itself here)."""
+        return self.make_env()
+
     @property
     def start_step(self) -> int:
         return getattr(self, "_start_step", 0)
@@ -127,15 +137,10 @@ class SB3Agent(Agent):
     def train(self, resume: bool = False) -> None:
         cfg, run = self.config, self.run
         seed_everything(cfg.seed)
-        algo_cls = ALGORITHMS[cfg.agent.kind]
         env = self.make_env()
-        ckpt = run.checkpoints / CKPT_MODEL
-        if resume and ckpt.is_file():
-            model = algo_cls.load(ckpt, env=env, device=self.device)
-            if isinstance(model, OffPolicyAlgorithm) and (run.checkpoints / CKPT_BUFFER).is_file():
-                model.load_replay_buffer(run.checkpoints / CKPT_BUFFER)
-        else:
-            model = self.build_model(env)
+        model = self.build_model(env)
+        if resume:
+            self.restore(model)
         self._start_step = model.num_timesteps
         model.set_logger(configure(str(run.tensorboard), ["tensorboard"]))
         heldout = self.make_heldout()
@@ -166,12 +171,34 @@ class SB3Agent(Agent):
         return ALGORITHMS[cfg.agent.kind](self.policy_class, env, device=self.device, **kwargs)
 
     def checkpoint(self, model: BaseAlgorithm) -> None:
-        """One rolling copy of the model and (off-policy) the replay buffer, each written then renamed into place."""
+        """One complete checkpoint directory (model, buffer unless train.checkpoint_replay_buffer is false,
+        counters; manifest last) replacing the previous one."""
+        save_checkpoint(model, self.run.checkpoints, with_buffer=self.config.train.checkpoint_replay_buffer)
+
+    def checkpoint_step(self) -> int | None:
         ckpts = self.run.checkpoints
-        _atomic(lambda f: model.save(f), ckpts / CKPT_MODEL)
-        if isinstance(model, OffPolicyAlgorithm):
-            _atomic(lambda f: model.save_replay_buffer(f), ckpts / CKPT_BUFFER)
-        (ckpts / CKPT_STATE).write_text(json.dumps({"step": int(model.num_timesteps)}))
+        complete = complete_checkpoints(ckpts)
+        if complete:
+            return read_manifest(complete[-1])["step"]
+        if (ckpts / LEGACY_MODEL).is_file() and (ckpts / LEGACY_STATE).is_file():
+            return _legacy_step(ckpts / LEGACY_STATE)
+        return None
+
+    def restore(self, model: BaseAlgorithm) -> None:
+        """Continue ``model`` from the newest complete checkpoint (or the legacy files)."""
+        ckpts = self.run.checkpoints
+        remove_partial_checkpoints(ckpts)
+        complete = complete_checkpoints(ckpts)
+        if complete:
+            restore_checkpoint(model, complete[-1])
+            return
+        if not (ckpts / LEGACY_MODEL).is_file():
+            raise ValueError(f"{str(ckpts)!r} holds no complete checkpoint to resume from")
+        load_weights(model, ckpts / LEGACY_MODEL)
+        model.num_timesteps = _legacy_step(ckpts / LEGACY_STATE)
+        if (ckpts / LEGACY_BUFFER).is_file():
+            print(f"{ckpts / LEGACY_BUFFER}: not loaded (a pickle can run code); the replay buffer starts empty "
+                  "and the next checkpoint stores it as arrays")
 
     def make_heldout(self) -> Any:
         """What periodic evaluation runs on: held-out contexts with solver optima, cached in the run."""
@@ -184,14 +211,30 @@ class SB3Agent(Agent):
             return {"eval/objective_gap": (self.problem.objective(y, heldout.contexts) - heldout.value).mean().item()}
 
     def load_model(self) -> BaseAlgorithm:
+        """The trained model, rebuilt from the run's config with its weights read weights-only."""
         path: Path = self.run.path / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
-        return ALGORITHMS[self.config.agent.kind].load(path, device=self.device)
+        env = self.make_spaces_env()
+        try:
+            model = self.build_model(env)
+        finally:
+            env.close()
+        load_weights(model, path)
+        return model
 
     def load_predictor(self) -> Predictor:
         model = self.load_model()
         return lambda contexts: _predict(model, contexts, self.problem)
+
+
+def _legacy_step(path: Path) -> int:
+    import json
+
+    try:
+        return int(json.loads(path.read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{str(path)!r} is not a checkpoint state file: {err}") from None
 
 
 def _atomic(write: Any, path: Path) -> None:

@@ -32,6 +32,10 @@ class ControlAgent(SB3Agent):
         vec = SubprocVecEnv(makers) if agent.vec_env == "subproc" else DummyVecEnv(makers)
         return VecMonitor(vec)
 
+    def make_spaces_env(self) -> VecEnv:
+        """One in-process env: rebuilding a saved model needs the spaces, not agent.n_envs subprocesses."""
+        return VecMonitor(DummyVecEnv([partial(make_control_env, self.config.env)]))
+
     def make_heldout(self) -> VecEnv:
         """Periodic evaluation runs in its own env copy, seeded from ``eval.seed``."""
         return DummyVecEnv([lambda: Monitor(make_control_env(self.config.env))])

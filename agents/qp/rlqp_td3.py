@@ -174,6 +174,7 @@ class RLQPTrainer:
 
         self.config, self.run, self.device = config, run, device
         self.agent = config.agent
+        seed_everything(config.seed)  # before any network is built: one seed, the same weights
         self.env = QPVectorEnv(self.agent.num_envs, "vector", device, **config.problem_kwargs())
         self.td3 = RowTD3(self.agent, device)
         self.buffer = RowReplayBuffer(self.agent.buffer_size, device)
@@ -181,7 +182,6 @@ class RLQPTrainer:
 
     def train(self, resume: bool = False) -> None:
         cfg, agent, run = self.config, self.agent, self.run
-        seed_everything(cfg.seed)
         step = 0
         state = run.load_checkpoint(device=self.device) if resume else None
         if state is not None:
