@@ -89,3 +89,12 @@ def test_missing_and_malformed_files(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(listy)
+
+
+@pytest.mark.parametrize("section, key", [("agent", "learning_rate"), ("solver", "learning_rate"), ("problem", "beta")])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_non_finite_setting_names_its_key(section, key, value):
+    raw = {"agent": {"kind": "objective"}, "problem": {"family": "sphere"}}
+    raw[section] = {**raw.get(section, {}), key: value}
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}=.*(not a finite number)"):
+        config_from_dict(raw)

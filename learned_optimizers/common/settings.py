@@ -59,8 +59,8 @@ def check_value(name: str, value: Any, field: dataclasses.Field) -> None:
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
-        if isinstance(v, float) and math.isnan(v):
-            raise SettingsError(f"{name}={value!r} is NaN; allowed: {describe_bounds(field)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SettingsError(f"{name}={value!r} is not a finite number; allowed: {describe_bounds(field)}")
         bad = (
             (meta.get("gt") is not None and not v > meta["gt"])
             or (meta.get("ge") is not None and not v >= meta["ge"])
