@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from agents.common.config import ConfigError
+    from agents.common.runs import RunInUseError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -169,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         args.items = [*args.items, *extra]
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, RunInUseError) as err:
         print(f"amortize {args.command}: error: {err}", file=sys.stderr)
         return 2
 

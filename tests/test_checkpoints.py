@@ -53,6 +53,9 @@ def test_a_second_writer_of_one_run_is_refused(tmp_path):
                 pass
         with pytest.raises(RunInUseError):
             resume(run.path)
+        from agents.cli import main
+
+        assert main(["train", "--resume", str(run.path)]) == 2  # the CLI names it, no traceback
     with run.exclusive():  # released when the holder is done
         pass
 

@@ -11,7 +11,6 @@ domain contributes to and ``agents.registry`` merges.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from learned_optimizers.common.files import atomic_write
 from learned_optimizers.common.multistart import MultistartAdamSettings
 from learned_optimizers.common.networks import ACTIVATIONS
 from learned_optimizers.common.settings import SettingsError, check_value, setting
@@ -388,7 +388,5 @@ def load_config(path: str | Path, schema: ConfigSchema, overrides: list[str] | N
 
 def dump_config(config: RunConfig, path: str | Path) -> None:
     """Write the resolved config into a temporary file renamed into place: a crash never leaves half of it."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    os.replace(tmp, path)
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    atomic_write(path, lambda f: f.write(text.encode()))

@@ -24,14 +24,14 @@ from typing import Any, Iterator
 import torch
 
 from agents.common.config import ConfigSchema, RunConfig, dump_config, load_config
-from learned_optimizers.common.files import read_model_file, save_model_file
+from learned_optimizers.common.files import atomic_write, read_model_file, save_model_file
 
 DEFAULT_ROOT = Path("runs")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class RunInUseError(RuntimeError):
     """Another process is training into this run directory."""
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class RunDir:
 
     def write_json(self, filename: str, data: dict[str, Any]) -> Path:
         path = self.path / filename
-        atomic_write_bytes(path, (json.dumps(data, indent=2, default=_json_default) + "\n").encode())
+        text = json.dumps(data, indent=2, default=_json_default) + "\n"
+        atomic_write(path, lambda f: f.write(text.encode()))
         return path
 
     def read_json(self, filename: str) -> dict[str, Any]:
@@ -145,13 +146,6 @@ class RunDir:
         for p in leftovers:
             p.unlink(missing_ok=True)
         return leftovers
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write then rename, so a crash never leaves half a file behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _json_default(obj: Any) -> Any:

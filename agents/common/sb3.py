@@ -9,7 +9,7 @@ from the run's config and read weights-only (``sb3_files``): no file runs code.
 
 from __future__ import annotations
 
-import os
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from agents.common.sb3_files import (
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import seed_everything
 from agents.common.vec_adapter import SB3VecEnvAdapter
+from learned_optimizers.common.files import atomic_write
 from learned_optimizers.common.problem import ActionBox
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "ppo": PPO}
@@ -161,7 +162,7 @@ class SB3Agent(Agent):
             if hasattr(heldout, "close"):
                 heldout.close()
         self.checkpoint(model)
-        _atomic(lambda f: model.save(f), run.path / MODEL_FILE)
+        atomic_write(run.path / MODEL_FILE, model.save)
         env.close()
 
     def build_model(self, env: Any) -> BaseAlgorithm:
@@ -229,20 +230,10 @@ class SB3Agent(Agent):
 
 
 def _legacy_step(path: Path) -> int:
-    import json
-
     try:
         return int(json.loads(path.read_text())["step"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{str(path)!r} is not a checkpoint state file: {err}") from None
-
-
-def _atomic(write: Any, path: Path) -> None:
-    """``write(file)`` into a temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()

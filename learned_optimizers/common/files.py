@@ -12,7 +12,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, TypeVar
 
 import torch
 from torch import nn
@@ -66,12 +66,19 @@ def rebuild_model(path: str | Path, what: str, build: Callable[[], Module], stat
     return model
 
 
-def save_model_file(blob: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` into a temporary file next to ``path``, then rename it over ``path``."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(file)`` into ``<path>.tmp``, then rename it over ``path``: a crash never leaves half a file, and
+    a failed write leaves the previous file and no temporary one. The project's one way to write a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(blob, tmp)
+        with open(tmp, "wb") as f:
+            write(f)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_model_file(blob: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` of tensors and plain values, written atomically."""
+    atomic_write(path, lambda f: torch.save(blob, f))
