@@ -58,3 +58,8 @@ def test_one_seed_gives_bit_identical_weights(tmp_path, case):
     assert weights[0].keys() == weights[1].keys() and weights[0]
     different = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
     assert different == [], f"{case}: {different} differ between two runs of one seed"
+    # the comparison can see a difference: another seed ends elsewhere
+    other = make_config()
+    other.seed += 1
+    moved = read(train(other, name="other-seed", root=tmp_path).path / product)
+    assert any(not torch.equal(weights[0][k], moved[k]) for k in moved), f"{case}: the seed changes nothing"
