@@ -117,3 +117,14 @@ def test_a_checkpoint_holds_only_what_a_weights_only_load_accepts(tmp_path):
     make_agent(cfg, run).train()
     state = torch.load(run.checkpoints / "latest.pt", weights_only=True)
     assert state["step"] == 20 and {"model", "optimizer", "env_generator", "torch_rng"} <= set(state)
+
+
+@pytest.mark.parametrize("manifest", ["{", '{"step": 40}', '{"step": 40, "files": ["model.zip"], "counters": {"num_timesteps": "x"}}',
+                                      '{"step": 40, "files": ["../../escape"], "counters": {}}'])
+def test_a_malformed_sb3_manifest_is_named(tmp_path, manifest):
+    from agents.common.sb3_files import read_manifest
+
+    (tmp_path / "model.zip").write_bytes(b"")
+    (tmp_path / MANIFEST).write_text(manifest)
+    with pytest.raises(ValueError, match="manifest.json.*not a checkpoint manifest"):
+        read_manifest(tmp_path)

@@ -144,7 +144,10 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     try:
         manifest = json.loads(path.read_text())
-        step, files, counters = int(manifest["step"]), list(manifest["files"]), dict(manifest["counters"])
+        step, files = int(manifest["step"]), [str(f) for f in manifest["files"]]
+        counters = {str(k): int(v) for k, v in dict(manifest["counters"]).items()}
+        if step < 0 or any(f not in (MODEL, BUFFER) for f in files):
+            raise ValueError(f"step {step} or files {files} out of place (files: {MODEL}, {BUFFER})")
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{str(path)!r} is not a checkpoint manifest: {err}") from None
     missing = [f for f in files if not (directory / f).is_file()]
