@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from agents.common.config import ConfigError
-    from agents.common.runs import RunInUseError
+    from agents.common.interrupt import TrainingInterrupted
+    from agents.common.runs import RunInUseError, discard_unfinished, forget_created
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -168,11 +169,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if args.command == "train":
         args.items = [*args.items, *extra]
+    forget_created()  # on failure, only the run directories this command creates are candidates for removal
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, RunInUseError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, RunInUseError, FloatingPointError) as err:
+        discard_unfinished()
         print(f"amortize {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError as err:
+        discard_unfinished()
+        print(f"amortize {args.command}: error: out of memory ({str(err)[:200] or 'no detail'}); lower the sizes "
+              "that allocate (batch_size, buffer_size, hidden sizes, n_envs, contexts)", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as stop:
+        print(f"amortize {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except KeyboardInterrupt:
+        discard_unfinished()
+        print(f"amortize {args.command}: interrupted; files are whole (each write renames into place), "
+              "a run keeps its last complete checkpoint", file=sys.stderr)
+        return 130
+    except BaseException:
+        discard_unfinished()  # an unexpected error still leaves no empty run directory
+        raise
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Any
 
 from agents.common.config import ConfigError, RunConfig
 from agents.common.domain import EVAL_FLAGS
+from agents.common.interrupt import TrainingInterrupted, graceful_stop, received_signal
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.registry import DOMAINS, domain_of, load_run_config, make_agent
 
@@ -22,8 +23,18 @@ def train(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT
     run = start_run(config, name, root)
     print(f"run directory: {run.path}  (tensorboard --logdir {run.path})")
     with run.exclusive():
-        make_agent(config, run).train(resume=False)
+        _train_until_stopped(make_agent(config, run), run, resume=False)
     return run
+
+
+def _train_until_stopped(agent: Any, run: RunDir, resume: bool) -> None:
+    """``agent.train``, with the first Ctrl-C or SIGTERM turned into a checkpoint, the model saved and
+    ``TrainingInterrupted`` (a second signal interrupts at once)."""
+    with graceful_stop():
+        agent.train(resume=resume)
+        signum = received_signal()
+    if signum is not None:
+        raise TrainingInterrupted(signum, agent.checkpoint_step(), str(run.path))
 
 
 def resume(run_path: str | Path, overrides: list[str] | None = None, device: str | None = None) -> RunDir:
@@ -45,7 +56,7 @@ def resume(run_path: str | Path, overrides: list[str] | None = None, device: str
         removed = run.remove_partial_writes()
         run.save_config(config)
         print(f"resuming {run.path} from step {step}" + (f" (removed {len(removed)} partial writes)" if removed else ""))
-        agent.train(resume=True)
+        _train_until_stopped(agent, run, resume=True)
     return run
 
 

@@ -11,10 +11,11 @@ on them, so their curves are comparable with an RL agent's return.
 
 from __future__ import annotations
 
+import math
+
 from abc import abstractmethod
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent, Predictor
 from agents.common.checkpointing import cached_labels, restore_training_state, training_state
@@ -58,7 +59,7 @@ class GradientAmortizer(Agent):
         self.prepare(resume)
         heldout = cached_heldout(self.problem, cfg, run, self.device, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts))
         total = cfg.train.total_steps
-        writer = SummaryWriter(str(run.tensorboard), purge_step=step if step > 0 else None)
+        writer = run.tensorboard_writer(resumed_from=step)
         schedule = TrainSchedule.from_settings(cfg.train)
         progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
         try:
@@ -73,6 +74,8 @@ class GradientAmortizer(Agent):
                 obs, rewards, _, _, _ = self.env.step(actions)
                 step += 1
                 due = schedule.at(step)
+                if due.log or due.checkpoint:  # a sync on these steps only, and never a NaN checkpoint
+                    require_finite(loss.item(), step, cfg.agent.kind)
                 if due.log:
                     reward = rewards.mean().item()
                     writer.add_scalar("train/loss", loss.item(), step)
@@ -85,6 +88,8 @@ class GradientAmortizer(Agent):
                 if due.checkpoint:
                     self.checkpoint(step, obs)
                 progress.update(1)
+                if due.stop:
+                    break
         finally:
             progress.close()
             writer.close()
@@ -103,6 +108,13 @@ class GradientAmortizer(Agent):
         model = AmortizedModel.load(self.run.path / self.model_file, self.device)
         model.eval()
         return model.predict
+
+
+def require_finite(loss: float, step: int, kind: str) -> None:
+    """Stop a diverged training with a named error instead of saving a NaN model and exiting 0."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"step {step}: the {kind} loss is {loss}: training diverged; "
+                                 "lower agent.learning_rate (nothing of this step was saved)")
 
 
 class ObjectiveAmortizer(GradientAmortizer):

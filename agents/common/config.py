@@ -39,6 +39,9 @@ class TrainSettings:
     checkpoint_replay_buffer: bool = setting(True, choices=(True, False),
                                              doc="off-policy RL: keep the replay buffer in checkpoints (a resumed run "
                                                  "then samples the same transitions; a 1M-step MuJoCo buffer is GBs)")
+    keep_snapshots: bool = setting(False, choices=(True, False),
+                                   doc="SB3 runs: keep each checkpoint's model (weights, no buffer) as "
+                                       "snapshots/model-<step>.zip, e.g. for the amortization gap across training")
 
 
 @dataclass
@@ -55,10 +58,10 @@ class ObjectiveAgentSettings:
     """L_obj: train the model by differentiating f through the env."""
 
     kind: str = setting("objective", choices=("objective",))
-    hidden_sizes: tuple[int, ...] = setting((128, 128), ge=1)
+    hidden_sizes: tuple[int, ...] = setting((128, 128), ge=1, le=65_536)
     activation: str = setting("relu", choices=tuple(ACTIVATIONS))
     learning_rate: float = setting(1e-3, gt=0.0)
-    batch_size: int = setting(256, ge=1, doc="contexts per gradient step (the env's num_envs)")
+    batch_size: int = setting(256, ge=1, le=1_048_576, doc="contexts per gradient step (the env's num_envs)")
 
 
 @dataclass
@@ -78,11 +81,11 @@ class OffPolicyAgentSettings:
 
     kind: str = setting("sac", choices=OFF_POLICY_ALGORITHMS)
     learning_rate: float = setting(3e-4, gt=0.0)
-    batch_size: int = setting(256, ge=1)
+    batch_size: int = setting(256, ge=1, le=1_048_576)
     buffer_size: int = setting(100_000, ge=1)
     learning_starts: int = setting(1000, ge=0)
-    net_arch: tuple[int, ...] = setting((64, 64), ge=1)
-    n_envs: int = setting(1, ge=1, doc="batched env copies stepped together")
+    net_arch: tuple[int, ...] = setting((64, 64), ge=1, le=65_536)
+    n_envs: int = setting(1, ge=1, le=4096, doc="batched env copies stepped together")
     vec_env: str = setting("dummy", choices=("dummy", "subproc"),
                            doc="control envs only: step the n_envs copies in this process or one process each")
     train_freq: int = setting(1, ge=1)
@@ -99,10 +102,10 @@ class PPOAgentSettings:
     kind: str = setting("ppo", choices=("ppo",))
     learning_rate: float = setting(3e-4, gt=0.0)
     n_steps: int = setting(256, ge=1, doc="steps per env per rollout")
-    batch_size: int = setting(64, ge=2)
+    batch_size: int = setting(64, ge=2, le=1_048_576)
     n_epochs: int = setting(10, ge=1)
-    net_arch: tuple[int, ...] = setting((64, 64), ge=1)
-    n_envs: int = setting(8, ge=1)
+    net_arch: tuple[int, ...] = setting((64, 64), ge=1, le=65_536)
+    n_envs: int = setting(8, ge=1, le=4096)
     gamma: float = setting(0.99, ge=0.0, le=1.0)
     ent_coef: float = setting(0.0, ge=0.0)
 

@@ -8,6 +8,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from agents.common.interrupt import stop_requested
+
 
 class Progress:
     """``update(n, key=value)`` after each chunk of work; ``close()`` at the end.
@@ -50,17 +52,28 @@ class Progress:
             self.last_print = now
             self._line()
 
+    def write(self, text: str) -> None:
+        """A line of its own (e.g. a checkpoint written) that does not break the bar."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def _line(self, final: bool = False) -> None:
         elapsed = max(time.monotonic() - self.start, 1e-9)
         rate = (self.count - self.start_count) / elapsed
         pct = 100.0 * self.count / max(self.total, 1)
         eta = (self.total - self.count) / rate if rate > 0 else float("inf")
         extra = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
-        tail = f"done in {elapsed:.1f}s" if final else f"eta {eta:.0f}s"
+        tail = f"eta {eta:.0f}s"
+        if final:
+            stopped = stop_requested() or sys.exc_info()[0] is not None
+            tail = f"stopped after {elapsed:.1f}s" if stopped else f"done in {elapsed:.1f}s"
         print(f"[{self.desc}] {self.count}/{self.total} {self.unit}s ({pct:.0f}%) {rate:.1f} {self.unit}s/s {tail} {extra}".rstrip(),
               file=self.stream, flush=True)
 
     def close(self) -> None:
+        """The final line: 'done', or 'stopped' when a stop signal or an exception ends the job early."""
         if self.bar is not None:
             self.bar.close()
         else:

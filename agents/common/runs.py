@@ -16,18 +16,25 @@ import fcntl
 import json
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.config import ConfigSchema, RunConfig, dump_config, load_config
 from learned_optimizers.common.files import atomic_write, read_model_file, save_model_file
 
 DEFAULT_ROOT = Path("runs")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: what a run directory holds before it has produced anything a user could open or resume: its config and
+#: lock, and the datasets it labels for itself (held-out contexts, regression targets: computed again on demand)
+_BOOKKEEPING = re.compile(r"^(config\.yaml|\.lock|heldout-\d+\.pt|[a-z_]+_dataset\.pt)$")
+#: the run directories this process created, for ``discard_unfinished`` when a command fails
+_created: list[Path] = []
 
 
 class RunInUseError(RuntimeError):
@@ -57,6 +64,7 @@ class RunDir:
         run = cls(candidate)
         run.checkpoints.mkdir()
         run.plots.mkdir()
+        _created.append(candidate)
         return run
 
     @classmethod
@@ -78,6 +86,14 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tb"
+
+    def tensorboard_writer(self, resumed_from: int = 0) -> SummaryWriter:
+        """A TensorBoard writer for a run that (re)starts at step ``resumed_from``.
+
+        A resumed process continues after its checkpoint's step, but the interrupted one may have logged
+        past it: TensorBoard is told to drop those points (from ``resumed_from + 1`` on), while the
+        checkpoint step's own points stay. A resumed curve has neither a gap nor a duplicate."""
+        return SummaryWriter(str(self.tensorboard), purge_step=resumed_from + 1 if resumed_from > 0 else None)
 
     @property
     def checkpoints(self) -> Path:
@@ -146,6 +162,33 @@ class RunDir:
         for p in leftovers:
             p.unlink(missing_ok=True)
         return leftovers
+
+
+def produced_nothing(path: Path) -> bool:
+    """True where a run directory holds only bookkeeping (its config, lock, TensorBoard events, cached
+    datasets, partial writes): nothing to evaluate or resume."""
+    for f in path.rglob("*"):
+        if f.is_file() and not (_BOOKKEEPING.match(f.name) or f.name.startswith("events.out.tfevents")
+                                or f.name.endswith((".tmp", ".partial")) or ".partial" in f.parent.name):
+            return False
+    return True
+
+
+def forget_created() -> None:
+    """Start a new command: the run directories created so far are not its own."""
+    _created.clear()
+
+
+def discard_unfinished() -> list[Path]:
+    """Remove the run directories this process created that hold nothing yet (a command failed before
+    producing anything): a failed command leaves no empty run behind. Returns the removed ones."""
+    removed = []
+    for path in reversed(_created):
+        if path.is_dir() and produced_nothing(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    _created.clear()
+    return removed
 
 
 def _json_default(obj: Any) -> Any:

@@ -10,6 +10,8 @@ from the run's config and read weights-only (``sb3_files``): no file runs code.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import torch
 from stable_baselines3 import DDPG, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.noise import NormalActionNoise, VectorizedActionNoise
 from stable_baselines3.common.vec_env import VecMonitor
 from torch.utils.tensorboard import SummaryWriter
@@ -27,6 +29,7 @@ from torch.utils.tensorboard import SummaryWriter
 from agents.common.agent import Agent, Predictor
 from agents.common.heldout import HeldOut, cached_heldout
 from agents.common.progress import Progress
+from agents.common.sb3_files import MODEL as CHECKPOINT_MODEL
 from agents.common.sb3_files import (
     complete_checkpoints,
     load_weights,
@@ -43,6 +46,8 @@ from learned_optimizers.common.problem import ActionBox
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "td3": TD3, "ddpg": DDPG, "ppo": PPO}
 MODEL_FILE = "model.zip"
+#: the folder of a run's kept checkpoint models (``train.keep_snapshots``)
+SNAPSHOTS = "snapshots"
 #: the checkpoint layout before ``sb3_files``: its weights still resume a run; its pickled buffer is never read
 LEGACY_MODEL, LEGACY_BUFFER, LEGACY_STATE = "sb3_model.zip", "sb3_replay_buffer.pkl", "sb3_state.json"
 
@@ -73,6 +78,15 @@ def algorithm_kwargs(agent: Any, n_envs: int, action_dim: int, seed: int) -> dic
     return kwargs
 
 
+class _TensorBoardFormat(TensorBoardOutputFormat):
+    """SB3's TensorBoard output on the run's own writer: one event file per process, whose one purge drops
+    what a killed process logged past the checkpoint a resumed run starts from (a second writer's purge
+    would drop the first's new points too)."""
+
+    def __init__(self, writer: SummaryWriter) -> None:
+        self.writer, self._is_closed = writer, False
+
+
 class _RunCallback(BaseCallback):
     """Progress, episode returns and SPS, SB3's losses, held-out evaluation and rolling checkpoints during ``learn``.
 
@@ -96,6 +110,8 @@ class _RunCallback(BaseCallback):
                 self.episodes.append((float(info["episode"]["r"]), int(info["episode"]["l"])))
         self.progress.update(self.training_env.num_envs)
         due, self.last_step = self.schedule.due(self.last_step, n, at_end=False), n
+        if due.stop:
+            return False  # SB3's learn returns; train() checkpoints and saves the model
         if due.log:
             self._log_rollout(n)
         if due.evaluate:
@@ -103,11 +119,16 @@ class _RunCallback(BaseCallback):
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, n)
             self.progress.update(0, **{k.split("/", 1)[-1]: v for k, v in list(metrics.items())[:2]})
-        if due.checkpoint:
-            self.agent.checkpoint(self.model)
+        if due.checkpoint and n < self.schedule.total:  # the last one is train()'s, after the last update
+            self.progress.write(self.agent.checkpoint(self.model))
         return True
 
     def _log_rollout(self, n: int) -> None:
+        diverged = {k: v for k, v in self.logger.name_to_value.items()
+                    if k.startswith("train/") and isinstance(v, float) and not np.isfinite(v)}
+        if diverged:
+            raise FloatingPointError(f"step {n}: SB3's {', '.join(f'{k}={v}' for k, v in diverged.items())}: "
+                                     "training diverged; lower agent.learning_rate (the last checkpoint is kept)")
         self.logger.dump(n)  # SB3's losses on our schedule (its own log_interval counts episodes)
         now, then = time.perf_counter(), self.clock
         self.writer.add_scalar("charts/SPS", (n - then[1]) / max(now - then[0], 1e-9), n)
@@ -143,11 +164,11 @@ class SB3Agent(Agent):
         if resume:
             self.restore(model)
         self._start_step = model.num_timesteps
-        model.set_logger(configure(str(run.tensorboard), ["tensorboard"]))
+        writer = run.tensorboard_writer(self._start_step)  # one writer: ours and SB3's scalars, one purge
+        model.set_logger(Logger(str(run.tensorboard), [_TensorBoardFormat(writer)]))
         heldout = self.make_heldout()
         total = cfg.train.total_steps
         progress = Progress(total, initial=self._start_step, desc=f"{run.name} {cfg.agent.kind}")
-        writer = SummaryWriter(str(run.tensorboard))
         try:
             if total > self._start_step:
                 model.learn(
@@ -158,10 +179,10 @@ class SB3Agent(Agent):
                 )
         finally:
             progress.close()
-            writer.close()
+            writer.close()  # SB3's losses too reach the disk now, not when the writer is collected
             if hasattr(heldout, "close"):
                 heldout.close()
-        self.checkpoint(model)
+        print(self.checkpoint(model), file=sys.stderr)
         atomic_write(run.path / MODEL_FILE, model.save)
         env.close()
 
@@ -171,10 +192,18 @@ class SB3Agent(Agent):
         kwargs = algorithm_kwargs(cfg.agent, cfg.agent.n_envs, int(env.action_space.shape[0]), cfg.seed)
         return ALGORITHMS[cfg.agent.kind](self.policy_class, env, device=self.device, **kwargs)
 
-    def checkpoint(self, model: BaseAlgorithm) -> None:
+    def checkpoint(self, model: BaseAlgorithm) -> str:
         """One complete checkpoint directory (model, buffer unless train.checkpoint_replay_buffer is false,
-        counters; manifest last) replacing the previous one."""
-        save_checkpoint(model, self.run.checkpoints, with_buffer=self.config.train.checkpoint_replay_buffer)
+        counters; manifest last) replacing the previous one; returns a line saying where and how big."""
+        final = save_checkpoint(model, self.run.checkpoints, with_buffer=self.config.train.checkpoint_replay_buffer)
+        if self.config.train.keep_snapshots:
+            snapshot = self.run.path / SNAPSHOTS / f"model-{int(model.num_timesteps):012d}.zip"
+            snapshot.parent.mkdir(exist_ok=True)
+            with open(final / CHECKPOINT_MODEL, "rb") as src:
+                atomic_write(snapshot, lambda f: shutil.copyfileobj(src, f))
+        sizes = {f.name: f.stat().st_size for f in final.iterdir() if f.is_file()}
+        parts = ", ".join(f"{name} {_size(n)}" for name, n in sorted(sizes.items()))
+        return f"checkpoint at step {model.num_timesteps}: {_size(sum(sizes.values()))} ({parts}) in {final}"
 
     def checkpoint_step(self) -> int | None:
         ckpts = self.run.checkpoints
@@ -227,6 +256,13 @@ class SB3Agent(Agent):
     def load_predictor(self) -> Predictor:
         model = self.load_model()
         return lambda contexts: _predict(model, contexts, self.problem)
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} B"
 
 
 def _legacy_step(path: Path) -> int:

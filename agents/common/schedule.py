@@ -6,12 +6,16 @@ meta-trainers, SB3's callback) asks one ``TrainSchedule`` instead of writing
 more than one between two calls (SB3 counts env steps over ``n_envs``), so an
 event is due when the step crosses a multiple of its period, and every event is
 due once more at the last step so a finished run always ends on a checkpoint.
+A stop request (Ctrl-C, SIGTERM: ``agents.common.interrupt``) makes the next
+step a last one: a checkpoint is due and ``stop`` tells the loop to return.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from agents.common.interrupt import stop_requested
 
 
 class Due(NamedTuple):
@@ -20,6 +24,7 @@ class Due(NamedTuple):
     log: bool
     evaluate: bool
     checkpoint: bool
+    stop: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,11 +48,15 @@ class TrainSchedule:
         """The events due when the step count moves from ``before`` to ``after``.
 
         ``at_end=False`` leaves out the extra events of the last step, for a loop
-        (SB3's ``learn``) whose caller checkpoints once it returns."""
+        (SB3's ``learn``) whose caller checkpoints once it returns. After a stop
+        request the checkpoint is due (with ``at_end``) but no evaluation, so the
+        run stops promptly."""
+        stop = stop_requested()
         last = at_end and before < self.total <= after
         return Due(log=last or _crossed(self.log_every, before, after),
-                   evaluate=last or _crossed(self.eval_every, before, after),
-                   checkpoint=last or _crossed(self.checkpoint_every, before, after))
+                   evaluate=(last or _crossed(self.eval_every, before, after)) and not stop,
+                   checkpoint=last or (stop and at_end) or _crossed(self.checkpoint_every, before, after),
+                   stop=stop)
 
     def at(self, step: int) -> Due:
         """The events due at ``step`` of a loop that advances one step at a time."""

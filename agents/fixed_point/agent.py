@@ -117,7 +117,7 @@ class FixedPointUnrollAgent(Agent):
         aa = fp.solve(self.fp_map, heldout, anderson_settings(self.fp_map), K)
         aa_metrics = trace_metrics(aa, K)
         total = cfg.train.total_steps
-        writer = SummaryWriter(str(run.tensorboard), purge_step=step if step > 0 else None)
+        writer = run.tensorboard_writer(resumed_from=step)
         schedule = TrainSchedule.from_settings(cfg.train)
         progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
         try:
@@ -146,6 +146,8 @@ class FixedPointUnrollAgent(Agent):
                 if due.checkpoint:
                     self.checkpoint(step)
                 progress.update(1)
+                if due.stop:
+                    break
             self.model.eval()
             log_curves(writer, "learned", self.model.solve(heldout, 2 * K))
             log_curves(writer, "anderson", fp.solve(self.fp_map, heldout, anderson_settings(self.fp_map), 2 * K))

@@ -28,6 +28,7 @@ from agents.common.checkpointing import begin_training, training_state
 from agents.common.evaluation import policy_episodes
 from agents.common.progress import Progress
 from agents.common.sb3 import SB3Agent
+from agents.common.interrupt import stop_requested
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import generator
 from agents.common.statistics import reach_statistics
@@ -148,7 +149,7 @@ class L2OObjectiveAgent(Agent):
         segment = cfg.agent.truncation or horizon
         heldout = _HeldOut(self.tasks, cfg.eval.seed, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts), self.device)
         total = cfg.train.total_steps
-        writer = SummaryWriter(str(run.tensorboard), purge_step=step if step > 0 else None)
+        writer = run.tensorboard_writer(resumed_from=step)
         progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
         skipped = 0
         try:
@@ -180,7 +181,11 @@ class L2OObjectiveAgent(Agent):
                     self.optimizer.step()
                     current = current.detached()
                     step += 1
-                    self._after_step(step, loss.item(), heldout, writer, progress)
+                    stop = self._after_step(step, loss.item(), heldout, writer, progress)
+                    if stop:
+                        break
+                if stop_requested():
+                    break
             self.model.eval()
             heldout.log_curves(writer, LearnedOptimizer(self.model.act, self.model.learning_rate))
         finally:
@@ -188,7 +193,8 @@ class L2OObjectiveAgent(Agent):
             writer.close()
         self.model.save(run.path / OPTIMIZER_FILE)
 
-    def _after_step(self, step: int, loss: float, heldout: _HeldOut, writer: SummaryWriter, progress: Progress) -> None:
+    def _after_step(self, step: int, loss: float, heldout: _HeldOut, writer: SummaryWriter, progress: Progress) -> bool:
+        """Log, evaluate and checkpoint as scheduled; True where the run is asked to stop."""
         cfg = self.config
         due = TrainSchedule.from_settings(cfg.train).at(step)
         if due.log:
@@ -203,6 +209,7 @@ class L2OObjectiveAgent(Agent):
         if due.checkpoint:
             self.run.save_checkpoint(training_state(step, self.model, self.optimizer, self.env))
         progress.update(1)
+        return due.stop
 
     def load_optimizer(self) -> LearnedOptimizer:
         return load_optimizer(self)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent, Predictor
 from agents.common.progress import Progress
@@ -193,7 +192,7 @@ class RLQPTrainer:
         obs, _ = self.env.reset(seed=cfg.seed + 7919 * step)
         heldout = self.env.mix.heldout(agent.eval_problems_per_size)
         baseline = solve_qps(heldout, self._osqp_settings(), device=self.device)
-        writer = SummaryWriter(str(run.tensorboard), purge_step=step if step > 0 else None)
+        writer = run.tensorboard_writer(resumed_from=step)
         total = cfg.train.total_steps
         schedule = TrainSchedule.from_settings(cfg.train)
         progress = Progress(total, initial=step, desc=f"{run.name} rlqp-td3")
@@ -222,6 +221,9 @@ class RLQPTrainer:
                         stats.critic_loss = s.critic_loss
                         stats.actor_loss = s.actor_loss if not np.isnan(s.actor_loss) else stats.actor_loss
                 due = schedule.at(step)
+                if (due.log or due.checkpoint) and step >= agent.learning_starts and not np.isfinite(stats.critic_loss):
+                    raise FloatingPointError(f"step {step}: the TD3 critic loss is {stats.critic_loss}: training "
+                                             "diverged; lower agent.learning_rate (the last checkpoint is kept)")
                 if due.log:
                     sps = (step - s0) / max(time.perf_counter() - t0, 1e-9)
                     self._log(writer, step, finished_steps, finished_iters, stats, actions[mask], sps)
@@ -236,6 +238,8 @@ class RLQPTrainer:
                 if due.checkpoint:
                     self.checkpoint(step)
                 progress.update(1)
+                if due.stop:
+                    break
         finally:
             progress.close()
             writer.close()
