@@ -16,8 +16,8 @@ class FixedPointObjectiveSettings(ObjectiveAgentSettings):
     """
 
     kind: str = setting("fp_objective", choices=("fp_objective",))
-    hidden_sizes: tuple[int, ...] = setting((256, 256), ge=1)
-    batch_size: int = setting(128, ge=1, doc="contexts per gradient step (the env's num_envs)")
+    hidden_sizes: tuple[int, ...] = setting((256, 256), ge=1, le=65_536)
+    batch_size: int = setting(128, ge=1, le=1_048_576, doc="contexts per gradient step (the env's num_envs)")
     learn_init: bool = setting(True, doc="learn the initial iterate y_0(x) as well as the update")
     loss: str = setting("log_ratio", choices=("log_ratio", "ratio"),
                         doc="log_ratio: mean log10 residual ratio over the unroll; ratio: NeuralFP's sum of ratios")

@@ -13,9 +13,9 @@ class L2OObjectiveSettings(ObjectiveAgentSettings):
     """Andrychowicz et al.'s loss: backpropagate the objective through (truncated) unrolls of the learned optimizer."""
 
     kind: str = setting("l2o_objective", choices=("l2o_objective",))
-    hidden_sizes: tuple[int, ...] = setting((32, 32), ge=1, doc="the per-coordinate network's hidden layers")
+    hidden_sizes: tuple[int, ...] = setting((32, 32), ge=1, le=65_536, doc="the per-coordinate network's hidden layers")
     learning_rate: float = setting(3e-3, gt=0.0)
-    batch_size: int = setting(64, ge=1, doc="tasks per unroll (the env's num_envs)")
+    batch_size: int = setting(64, ge=1, le=1_048_576, doc="tasks per unroll (the env's num_envs)")
     truncation: int = setting(0, ge=0, doc="steps per truncated unroll, one gradient step each; 0 = the whole horizon")
     loss: str = setting("log_ratio", choices=("log_ratio", "ratio", "log_gap"),
                         doc="log_ratio: mean log10 f_t / f_0 over the unroll; ratio: mean f_t / f_0 (Li & Malik's summed cost); "

@@ -28,6 +28,8 @@ from learned_optimizers.qp.problems import QP, QP_CLASSES, generate, load_qp
 
 #: above this many dense matrix entries (n*n + m*n) a problem goes to the sparse backend
 DENSE_LIMIT = 4_000_000
+#: osqp's setup error codes (its OSQPException's argument), as the status a benchmark records
+OSQP_SETUP_REFUSALS = {1: "osqp refused the data", 4: "problem non convex"}
 
 
 
@@ -57,9 +59,15 @@ class Record:
 
 
 def run_real_osqp(qp: QP, settings: OSQPSettings) -> tuple[str, int, float, float]:
+    """(status, iterations, objective, seconds) of the real osqp. A problem osqp refuses at setup (n = 0,
+    l = u = +-inf, a non-convex P) is a status of its own, so a benchmark records it and goes on."""
     solver = osqp.OSQP()
     t0 = time.perf_counter()
-    solver.setup(**qp.osqp_data(), **settings.osqp_kwargs())
+    try:
+        solver.setup(**qp.osqp_data(), **settings.osqp_kwargs())
+    except osqp.OSQPException as err:
+        code = err.args[0] if err.args else None
+        return OSQP_SETUP_REFUSALS.get(code, f"osqp setup error {code}"), 0, float("nan"), time.perf_counter() - t0
     res = solver.solve(raise_error=False)
     return res.info.status, int(res.info.iter), float(res.info.obj_val) + qp.r, time.perf_counter() - t0
 

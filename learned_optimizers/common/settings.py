@@ -13,6 +13,11 @@ import math
 from typing import Any, Iterable
 
 
+#: the largest integer any setting takes unless its field says otherwise: a 32-bit index. A larger size
+#: would overflow deep inside torch or numpy instead of failing here with the setting's name.
+INT_LIMIT = 2**31 - 1
+
+
 class SettingsError(ValueError):
     """A setting has a value outside what is allowed; the message names it."""
 
@@ -42,7 +47,10 @@ def describe_bounds(field: dataclasses.Field) -> str:
     parts = []
     for key, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
         if meta.get(key) is not None:
-            parts.append(f"{op} {meta[key]:g}")
+            bound = meta[key]
+            parts.append(f"{op} {bound}" if isinstance(bound, int) else f"{op} {bound:g}")
+    if _is_integer_field(field) and meta.get("le") is None and meta.get("lt") is None:
+        parts.append(f"<= {INT_LIMIT}")
     return "a value " + " and ".join(parts) if parts else "any value"
 
 
@@ -61,7 +69,8 @@ def check_value(name: str, value: Any, field: dataclasses.Field) -> None:
             continue
         if isinstance(v, float) and not math.isfinite(v):
             raise SettingsError(f"{name}={value!r} is not a finite number; allowed: {describe_bounds(field)}")
-        bad = (
+        implicit_cap = isinstance(v, int) and meta.get("le") is None and meta.get("lt") is None and v > INT_LIMIT
+        bad = implicit_cap or (
             (meta.get("gt") is not None and not v > meta["gt"])
             or (meta.get("ge") is not None and not v >= meta["ge"])
             or (meta.get("lt") is not None and not v < meta["lt"])
@@ -69,6 +78,12 @@ def check_value(name: str, value: Any, field: dataclasses.Field) -> None:
         )
         if bad:
             raise SettingsError(f"{name}={value!r} is out of range; allowed: {describe_bounds(field)}")
+
+
+def _is_integer_field(field: dataclasses.Field) -> bool:
+    """An ``int`` or ``tuple[int, ...]`` field (annotations may be strings under ``from __future__``)."""
+    text = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", str(field.type))
+    return text in ("int", "tuple[int, ...]") or text.startswith(("int |", "tuple[int"))
 
 
 def validate(obj: Any, prefix: str = "") -> None:

@@ -43,6 +43,13 @@ class QP:
     r: float = 0.0  # constant term of the objective
 
     def __post_init__(self) -> None:
+        for key in ("P", "q", "A", "l", "u"):  # converting would drop an imaginary part or fail obscurely
+            value = getattr(self, key)
+            dtype = value.dtype if hasattr(value, "dtype") else np.asarray(value).dtype
+            if np.issubdtype(dtype, np.complexfloating):
+                raise QPValidationError(f"QP {self.name!r}: {key} is complex ({dtype}); a QP's data must be real")
+            if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+                raise QPValidationError(f"QP {self.name!r}: {key} holds {dtype} values, not numbers")
         self.P = sp.csc_matrix(self.P, dtype=np.float64)
         self.A = sp.csc_matrix(self.A, dtype=np.float64)
         self.q = np.asarray(self.q, dtype=np.float64).reshape(-1)
@@ -251,6 +258,8 @@ def generate(qp_class: str, n: int, seed: int) -> QP:
 
 # ------------------------------------------------------------------ files
 _REQUIRED = ("P", "q", "A", "l", "u")
+#: the arrays of a CSC matrix in an ``.npz`` QP file, as ``<key>_<part>``
+_SPARSE_PARTS = ("data", "indices", "indptr", "shape")
 
 
 def _bounds_from_file(v: np.ndarray) -> np.ndarray:
@@ -265,27 +274,70 @@ def _bounds_from_file(v: np.ndarray) -> np.ndarray:
 
 
 def load_qp(path: str | Path) -> QP:
-    """Read a ``.mat`` (Maros-Meszaros layout) or ``.npz`` file with keys P, q, A, l, u (and optional r)."""
-    from scipy.io import loadmat
+    """Read a ``.mat`` (Maros-Meszaros layout) or ``.npz`` file with keys P, q, A, l, u (and optional r).
 
+    Every way a file can be unreadable (missing, a directory, empty, truncated, incomplete sparse parts,
+    an ``r`` that is not one number, complex data) is a ``QPValidationError`` naming the file."""
     path = Path(path)
-    if path.suffix == ".mat":
-        data = loadmat(str(path))
-    elif path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-        for key in ("P", "A"):  # sparse matrices stored as (data, indices, indptr, shape)
-            if f"{key}_data" in data:
-                data[key] = sp.csc_matrix(
-                    (data[f"{key}_data"], data[f"{key}_indices"], data[f"{key}_indptr"]), shape=tuple(data[f"{key}_shape"])
-                )
-    else:
-        raise ValueError(f"{str(path)!r}: unsupported file type {path.suffix!r}; allowed: .mat, .npz")
+    if path.suffix not in (".mat", ".npz"):
+        raise QPValidationError(f"{str(path)!r}: unsupported file type {path.suffix!r}; allowed: .mat, .npz")
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "missing"
+        raise QPValidationError(f"{str(path)!r} is {what}, not a {path.suffix} QP file")
+    if path.stat().st_size == 0:
+        raise QPValidationError(f"{str(path)!r} is empty (0 bytes), not a {path.suffix} QP file")
+    data = _read_mat(path) if path.suffix == ".mat" else _read_npz(path)
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise QPValidationError(f"{str(path)!r}: missing keys {', '.join(missing)}; a QP file needs P, q, A, l, u")
-    r = float(np.asarray(data.get("r", 0.0)).reshape(-1)[0]) if "r" in data else 0.0
-    return QP(data["P"], data["q"], data["A"], _bounds_from_file(data["l"]), _bounds_from_file(data["u"]), name=path.stem, r=r)
+    r = 0.0
+    if "r" in data:
+        values = np.asarray(data["r"]).reshape(-1)
+        if values.size != 1 or not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+            raise QPValidationError(f"{str(path)!r}: r (the objective's constant) must be one real number, "
+                                    f"got {values.size} values of {values.dtype}")
+        r = float(values[0])
+    try:
+        return QP(data["P"], data["q"], data["A"], _bounds_from_file(data["l"]), _bounds_from_file(data["u"]),
+                  name=path.stem, r=r)
+    except QPValidationError as err:
+        raise QPValidationError(f"{str(path)!r}: {err}") from None
+    except (ValueError, TypeError) as err:  # e.g. a field that is not an array of numbers
+        raise QPValidationError(f"{str(path)!r}: not a QP ({err.__class__.__name__}: {str(err)[:200]})") from None
+
+
+def _read_mat(path: Path) -> dict:
+    from scipy.io import loadmat
+
+    try:
+        return loadmat(str(path))
+    except Exception as err:  # scipy raises ValueError, TypeError, OSError or struct errors on damaged files
+        raise QPValidationError(f"{str(path)!r} is not a readable .mat file (truncated or damaged?): "
+                                f"{err.__class__.__name__}: {str(err)[:200]}") from None
+
+
+def _read_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as err:  # BadZipFile, EOFError, ValueError (pickled objects refused), ...
+        raise QPValidationError(f"{str(path)!r} is not a readable .npz file (truncated, damaged, or holding "
+                                f"pickled objects?): {err.__class__.__name__}: {str(err)[:200]}") from None
+    for key in ("P", "A"):  # sparse matrices stored as (data, indices, indptr, shape)
+        parts = [f"{key}_{p}" for p in _SPARSE_PARTS]
+        present = [p for p in parts if p in data]
+        if not present:
+            continue
+        if len(present) < len(parts):
+            raise QPValidationError(f"{str(path)!r}: sparse {key} is incomplete: has {', '.join(present)}, "
+                                    f"lacks {', '.join(p for p in parts if p not in data)}")
+        try:
+            shape = tuple(int(v) for v in np.asarray(data[f"{key}_shape"]).reshape(-1))
+            data[key] = sp.csc_matrix((data[f"{key}_data"], data[f"{key}_indices"], data[f"{key}_indptr"]), shape=shape)
+            data[key].check_format(full_check=True)
+        except (ValueError, TypeError, IndexError) as err:
+            raise QPValidationError(f"{str(path)!r}: sparse {key} is malformed ({str(err)[:200]})") from None
+    return data
 
 
 def save_npz(qp: QP, path: str | Path) -> None:
