@@ -50,9 +50,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--semi-amortized: expected comma-separated Adam step counts, e.g. 0,10,50")
     if args.episodes is not None and args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    result = workflows.evaluate(args.run, episodes=args.episodes, device=args.device, semi_amortized=ks, video=args.video)
+    result = workflows.evaluate(args.run, episodes=args.episodes, device=args.device, semi_amortized=ks, video=args.video,
+                                checkpoint=args.checkpoint)
     print(result["table"])
-    print(f"wrote {Path(args.run) / 'eval.json'}" + (f"; plots: {', '.join(result['plots'])}" if result["plots"] else ""))
+    print(f"wrote {result['json']}" + (f"; plots: {', '.join(result['plots'])}" if result["plots"] else ""))
     if result.get("video"):
         print(f"video: {result['video']}")
     return 0
@@ -77,9 +78,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_gap(args: argparse.Namespace) -> int:
     from agents import workflows
 
-    result = workflows.gap(args.run, device=args.device)
+    result = workflows.gap(args.run, device=args.device, checkpoint=args.checkpoint)
     print(result["report"])
-    print(f"wrote {Path(args.run) / 'gap.json'} and {result['plot']}")
+    print(f"wrote {result['json']} and {result['plot']}")
     return 0
 
 
@@ -104,6 +105,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", choices=["final", "latest", "best"], default="final",
+                   help="which model: final (default; written when training ends), latest (the newest checkpoint's, "
+                        "also while the run trains), best (the best periodic evaluation's); results of latest/best "
+                        "go to eval-<which>.json / gap-<which>.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amortize", description="Amortized optimization as environment/agent pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -126,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--semi-amortized", metavar="K[,K...]",
                    help="control runs: also act with pi(x) + K Adam steps on Q (0 = the policy), e.g. 0,10,50")
     p.add_argument("--video", action="store_true", help="control runs: record one episode to an MP4 (headless rendering)")
+    _checkpoint_argument(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="learned vs classical vs external solver on one problem family")
@@ -148,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    _checkpoint_argument(p)
     p.set_defaults(func=cmd_gap)
 
     p = sub.add_parser("list", help="env ids, agent kinds, benchmark families and shipped configs")

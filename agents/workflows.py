@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.common.config import ConfigError, RunConfig
+from agents.common.agent import MODEL_CHOICES
 from agents.common.domain import EVAL_FLAGS
 from agents.common.interrupt import TrainingInterrupted, graceful_stop, received_signal
 from agents.common.runs import DEFAULT_ROOT, RunDir
@@ -68,8 +69,19 @@ def _open(run_path: str | Path, device: str | None) -> tuple[RunDir, RunConfig]:
     return run, config
 
 
+def _agent_for(config: RunConfig, run: RunDir, checkpoint: str) -> Any:
+    """The run's agent reading the ``final``, ``latest`` or ``best`` model; results of a model other than the
+    final one are written as eval-<checkpoint>.json, gap-<checkpoint>.json."""
+    if checkpoint not in MODEL_CHOICES:
+        raise ValueError(f"--checkpoint {checkpoint!r}: allowed: {', '.join(MODEL_CHOICES)}")
+    agent = make_agent(config, run.tagged(None if checkpoint == "final" else checkpoint))
+    agent.use_model(checkpoint)
+    agent.model_dir  # a missing checkpoint or best model is a named error before any work
+    return agent
+
+
 def evaluate(run_path: str | Path, episodes: int | None = None, device: str | None = None,
-             semi_amortized: list[int] | None = None, video: bool = False) -> dict[str, Any]:
+             semi_amortized: list[int] | None = None, video: bool = False, checkpoint: str = "final") -> dict[str, Any]:
     """``amortize eval``: the run's domain evaluates its agent (Gymnasium episodes, then its own comparison) and
     writes eval.json. ``semi_amortized`` and ``video`` are flags only some domains (control) accept."""
     run, config = _open(run_path, device)
@@ -83,20 +95,24 @@ def evaluate(run_path: str | Path, episodes: int | None = None, device: str | No
         raise ValueError(f"{run.path}: {flags} {verb} to {' and '.join(homes) or 'no'} runs only, "
                          f"not to problem.family={config.problem_family!r} ({domain.name})")
     flags = {f: given[f] for f in domain.eval_flags}
-    result = domain.evaluate(make_agent(config, run), episodes or config.eval.episodes, **flags)
+    agent = _agent_for(config, run, checkpoint)
+    result = domain.evaluate(agent, episodes or config.eval.episodes, **flags)
+    result["json"] = str(agent.run.result_path("eval.json"))
     result.setdefault("plots", [])
     result["table"] = domain.eval_table(result)
     return result
 
 
-def gap(run_path: str | Path, device: str | None = None) -> dict[str, Any]:
+def gap(run_path: str | Path, device: str | None = None, checkpoint: str = "final") -> dict[str, Any]:
     """``amortize gap``: the model's one pass against solving from scratch; writes gap.json, a PNG and TensorBoard
     scalars. Domains whose models are themselves solvers refuse with what to run instead."""
     run, config = _open(run_path, device)
     domain = domain_of(config)
     if domain.gap is None:
         raise ValueError(f"{run.path}: {domain.no_gap}")
-    result = domain.gap(make_agent(config, run))
+    agent = _agent_for(config, run, checkpoint)
+    result = domain.gap(agent)
+    result["json"] = str(agent.run.result_path("gap.json"))
     result["report"] = domain.gap_report(result)
     return result
 

@@ -18,6 +18,7 @@ from abc import abstractmethod
 import torch
 
 from agents.common.agent import Agent, Predictor
+from agents.common.best import BestModel
 from agents.common.checkpointing import cached_labels, restore_training_state, training_state
 from agents.common.heldout import cached_heldout, solve
 from agents.common.progress import Progress
@@ -61,6 +62,7 @@ class GradientAmortizer(Agent):
         total = cfg.train.total_steps
         writer = run.tensorboard_writer(resumed_from=step)
         schedule = TrainSchedule.from_settings(cfg.train)
+        best = BestModel(run, "eval/objective_gap", "min")
         progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
         try:
             while step < total:
@@ -85,6 +87,7 @@ class GradientAmortizer(Agent):
                     gap = self.heldout_gap(heldout)
                     writer.add_scalar("eval/objective_gap", gap, step)
                     progress.update(0, heldout_gap=gap)
+                    best.offer({"eval/objective_gap": gap}, step, self.save_model)
                 if due.checkpoint:
                     self.checkpoint(step, obs)
                 progress.update(1)
@@ -93,7 +96,11 @@ class GradientAmortizer(Agent):
         finally:
             progress.close()
             writer.close()
-        self.model.save(run.path / self.model_file, cfg.problem_kwargs())
+        self.save_model(run.path)
+
+    def save_model(self, directory) -> None:
+        """The deployable model file (weights and problem settings) into ``directory``."""
+        self.model.save(directory / self.model_file, self.config.problem_kwargs())
 
     @torch.no_grad()
     def heldout_gap(self, heldout) -> float:
@@ -103,9 +110,10 @@ class GradientAmortizer(Agent):
 
     def checkpoint(self, step: int, obs: torch.Tensor) -> None:
         self.run.save_checkpoint(training_state(step, self.model, self.optimizer, self.env, obs=obs))
+        self.save_model(self.run.checkpoints)  # what `--checkpoint latest` reads
 
     def load_predictor(self) -> Predictor:
-        model = AmortizedModel.load(self.run.path / self.model_file, self.device)
+        model = AmortizedModel.load(self.model_dir / self.model_file, self.device)
         model.eval()
         return model.predict
 

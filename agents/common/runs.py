@@ -44,6 +44,8 @@ class RunInUseError(RuntimeError):
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    #: evaluating a model other than the final one (``--checkpoint latest|best``) writes eval-<tag>.json etc.
+    results_tag: str | None = None
 
     # ------------------------------------------------------------ creation
     @classmethod
@@ -111,8 +113,19 @@ class RunDir:
         """The run's config, validated against ``schema`` (the registry's, or one domain's)."""
         return load_config(self.config_path, schema, overrides)
 
+    def tagged(self, tag: str | None) -> "RunDir":
+        """The same run, its results named for the model they measure (None: the final model)."""
+        return RunDir(self.path, tag)
+
+    def result_path(self, filename: str) -> Path:
+        """Where a result file goes: ``eval.json``, or ``eval-best.json`` for a tagged run."""
+        name = Path(filename)
+        return self.path / (f"{name.stem}-{self.results_tag}{name.suffix}" if self.results_tag else filename)
+
     def write_json(self, filename: str, data: dict[str, Any]) -> Path:
-        path = self.path / filename
+        path = self.result_path(filename)
+        if self.results_tag:
+            data = {"model": self.results_tag, **data}
         text = json.dumps(data, indent=2, default=_json_default) + "\n"
         atomic_write(path, lambda f: f.write(text.encode()))
         return path

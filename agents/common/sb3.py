@@ -27,6 +27,7 @@ from stable_baselines3.common.vec_env import VecMonitor
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent, Predictor
+from agents.common.best import BestModel
 from agents.common.heldout import HeldOut, cached_heldout
 from agents.common.progress import Progress
 from agents.common.sb3_files import MODEL as CHECKPOINT_MODEL
@@ -99,6 +100,7 @@ class _RunCallback(BaseCallback):
         super().__init__()
         self.agent, self.progress, self.heldout, self.writer = agent, progress, heldout, writer
         self.schedule = TrainSchedule.from_settings(agent.config.train)
+        self.best = BestModel(agent.run, *agent.best_metric)
         self.last_step = agent.start_step
         self.episodes: list[tuple[float, int]] = []
         self.clock = (time.perf_counter(), agent.start_step)
@@ -118,6 +120,7 @@ class _RunCallback(BaseCallback):
             metrics = self.agent.heldout_metrics(self.model, self.heldout)
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, n)
+            self.best.offer(metrics, n, lambda d: atomic_write(d / MODEL_FILE, self.model.save))
             self.progress.update(0, **{k.split("/", 1)[-1]: v for k, v in list(metrics.items())[:2]})
         if due.checkpoint and n < self.schedule.total:  # the last one is train()'s, after the last update
             self.progress.write(self.agent.checkpoint(self.model))
@@ -144,6 +147,8 @@ class _RunCallback(BaseCallback):
 class SB3Agent(Agent):
     #: SB3's policy: its name for the flat MLP, or a structured class from ``agents.policies``
     policy_class: Any = "MlpPolicy"
+    #: the periodic evaluation's metric that keeps the best model, and whether lower or higher is better
+    best_metric: tuple[str, str] = ("eval/objective_gap", "min")
 
     def make_env(self) -> VecMonitor:
         return VecMonitor(SB3VecEnvAdapter(self.make_vector_env(self.config.agent.n_envs)))
@@ -205,6 +210,14 @@ class SB3Agent(Agent):
         parts = ", ".join(f"{name} {_size(n)}" for name, n in sorted(sizes.items()))
         return f"checkpoint at step {model.num_timesteps}: {_size(sum(sizes.values()))} ({parts}) in {final}"
 
+    def latest_model_dir(self) -> Path:
+        """The newest complete checkpoint directory (its model.zip)."""
+        complete = complete_checkpoints(self.run.checkpoints)
+        if not complete:
+            raise FileNotFoundError(f"{str(self.run.checkpoints)!r} holds no complete checkpoint yet "
+                                    "(train.checkpoint_every)")
+        return complete[-1]
+
     def checkpoint_step(self) -> int | None:
         ckpts = self.run.checkpoints
         complete = complete_checkpoints(ckpts)
@@ -242,7 +255,7 @@ class SB3Agent(Agent):
 
     def load_model(self) -> BaseAlgorithm:
         """The trained model, rebuilt from the run's config with its weights read weights-only."""
-        path: Path = self.run.path / MODEL_FILE
+        path: Path = self.model_dir / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
         env = self.make_spaces_env()

@@ -26,6 +26,8 @@ from learned_optimizers.control.max_q import QFunction
 class ControlAgent(SB3Agent):
     """SAC / TD3 / DDPG on a control env (``problem.family: max_q``)."""
 
+    best_metric = ("eval/mean_return", "max")
+
     def make_env(self) -> VecEnv:
         agent = self.config.agent
         makers = [partial(make_control_env, self.config.env) for _ in range(agent.n_envs)]

@@ -26,6 +26,7 @@ from agents.common.checkpointing import begin_training, cached_labels, training_
 from agents.common.evaluation import policy_episodes
 from agents.common.progress import Progress
 from agents.common.sb3 import SB3Agent, deterministic_actions
+from agents.common.best import BestModel
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import generator
 from agents.common.statistics import reach_statistics
@@ -84,6 +85,10 @@ def log_curves(writer: SummaryWriter, tag: str, trace: fp.FixedPointTrace) -> No
                                                             "q75": q[2, k].item()}, k)
 
 
+#: what keeps a fixed-point run's best model: fewer map evaluations to a residual of 1e-4
+BEST_METRIC = "eval/median_evaluations_to_0.0001"
+
+
 class FixedPointUnrollAgent(Agent):
     """The training loop shared by the two gradient losses; subclasses define ``loss``."""
 
@@ -119,6 +124,7 @@ class FixedPointUnrollAgent(Agent):
         total = cfg.train.total_steps
         writer = run.tensorboard_writer(resumed_from=step)
         schedule = TrainSchedule.from_settings(cfg.train)
+        best = BestModel(run, BEST_METRIC, "min")
         progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
         try:
             while step < total:
@@ -143,6 +149,7 @@ class FixedPointUnrollAgent(Agent):
                         writer.add_scalar(f"eval_anderson/{key}", aa_metrics[key], step)
                     progress.update(0, evals_to_1e4=metrics["median_evaluations_to_0.0001"],
                                     anderson=aa_metrics["median_evaluations_to_0.0001"])
+                    best.offer({f"eval/{k}": v for k, v in metrics.items()}, step, self.save_model)
                 if due.checkpoint:
                     self.checkpoint(step)
                 progress.update(1)
@@ -154,13 +161,17 @@ class FixedPointUnrollAgent(Agent):
         finally:
             progress.close()
             writer.close()
-        self.model.save(run.path / self.model_file)
+        self.save_model(run.path)
+
+    def save_model(self, directory) -> None:
+        self.model.save(directory / self.model_file)
 
     def checkpoint(self, step: int) -> None:
         self.run.save_checkpoint(training_state(step, self.model, self.optimizer, self.env))
+        self.save_model(self.run.checkpoints)  # what `--checkpoint latest` reads
 
     def load_accelerator(self) -> LearnedAccelerator:
-        path = self.run.path / self.model_file
+        path = self.model_dir / self.model_file
         if not path.is_file():
             raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
         model = FixedPointAccelerator.load(path, self.device).eval()
@@ -205,6 +216,8 @@ class FixedPointRegressionAgent(FixedPointUnrollAgent):
 
 class FixedPointSB3Agent(SB3Agent):
     """SB3 on the fixed-point env; held-out metric: median map evaluations to 1e-4 (AA's alongside)."""
+
+    best_metric = (BEST_METRIC, "min")
 
     def make_heldout(self) -> Any:
         fp_map = self.problem

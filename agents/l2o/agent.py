@@ -28,6 +28,7 @@ from agents.common.checkpointing import begin_training, training_state
 from agents.common.evaluation import policy_episodes
 from agents.common.progress import Progress
 from agents.common.sb3 import SB3Agent
+from agents.common.best import BestModel
 from agents.common.interrupt import stop_requested
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import generator
@@ -112,8 +113,12 @@ class _HeldOut:
 OPTIMIZER_FILE = "optimizer.pt"
 
 
+#: what keeps a learning-to-optimize run's best model: fewer steps to tuned Adam's final objective
+BEST_METRIC = "eval/median_steps_to_target"
+
+
 def load_optimizer(agent: Agent) -> LearnedOptimizer:
-    path = agent.run.path / OPTIMIZER_FILE
+    path = agent.model_dir / OPTIMIZER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing: the run has not finished training")
     model = CoordinatewiseUpdate.load(path, agent.device).eval()
@@ -150,6 +155,7 @@ class L2OObjectiveAgent(Agent):
         heldout = _HeldOut(self.tasks, cfg.eval.seed, min(HELDOUT_DURING_TRAINING, cfg.eval.contexts), self.device)
         total = cfg.train.total_steps
         writer = run.tensorboard_writer(resumed_from=step)
+        self.best = BestModel(run, BEST_METRIC, "min")
         progress = Progress(total, initial=step, desc=f"{run.name} {cfg.agent.kind}")
         skipped = 0
         try:
@@ -205,9 +211,12 @@ class L2OObjectiveAgent(Agent):
             metrics = heldout.metrics(LearnedOptimizer(self.model.act, self.model.learning_rate))
             for key, value in metrics.items():
                 writer.add_scalar(f"eval/{key}", value, step)
+            self.best.offer({f"eval/{k}": v for k, v in metrics.items()}, step,
+                            lambda d: self.model.save(d / OPTIMIZER_FILE))
             progress.update(0, steps_to_adam=metrics["median_steps_to_target"], adam=heldout.horizon)
         if due.checkpoint:
             self.run.save_checkpoint(training_state(step, self.model, self.optimizer, self.env))
+            self.model.save(self.run.checkpoints / OPTIMIZER_FILE)  # what `--checkpoint latest` reads
         progress.update(1)
         return due.stop
 
@@ -226,6 +235,7 @@ class L2OSB3Agent(SB3Agent):
     """
 
     policy_class = CoordinatewiseTD3Policy
+    best_metric = (BEST_METRIC, "min")
 
     def train(self, resume: bool = False) -> None:
         super().train(resume)
@@ -254,7 +264,10 @@ class L2OSB3Agent(SB3Agent):
         return LearnedOptimizer(policy, l2o.base_learning_rate(self.problem))
 
     def load_optimizer(self) -> LearnedOptimizer:
-        return load_optimizer(self)
+        """The exported ``optimizer.pt`` of the finished run; the actor of a checkpoint's or the best SB3 model."""
+        if self.model_choice == "final":
+            return load_optimizer(self)
+        return self._as_optimizer(self.load_model())
 
     def load_predictor(self) -> Predictor:
         return _final_parameters(self)

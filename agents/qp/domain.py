@@ -18,7 +18,7 @@ from agents.qp.rlqp_td3 import RLQPTrainer
 
 def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
     """An RLQP run is a solver, not a context -> solution model: its policy against real osqp."""
-    policy = agent.run.path / RLQPTrainer.policy_file
+    policy = agent.model_dir / RLQPTrainer.policy_file
     if not policy.is_file():
         raise FileNotFoundError(f"{policy}: no trained policy in this run yet (train or --resume it to the end first)")
     return evaluate_rlqp(agent.run, agent.config, policy, episodes, agent.device)

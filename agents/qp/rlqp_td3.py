@@ -21,6 +21,7 @@ from torch import nn
 from agents.common.agent import Agent, Predictor
 from agents.common.progress import Progress
 from agents.common.runs import RunDir
+from agents.common.best import BestModel
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import seed_everything
 from agents.common.statistics import shifted_geometric_mean
@@ -195,6 +196,7 @@ class RLQPTrainer:
         writer = run.tensorboard_writer(resumed_from=step)
         total = cfg.train.total_steps
         schedule = TrainSchedule.from_settings(cfg.train)
+        best = BestModel(run, "eval/iteration_ratio_heuristic_over_rlqp", "max")
         progress = Progress(total, initial=step, desc=f"{run.name} rlqp-td3")
         finished_steps: list[int] = []
         finished_iters: list[int] = []
@@ -234,6 +236,8 @@ class RLQPTrainer:
                 if due.evaluate:
                     ratio = self.heldout_ratio(heldout, baseline)
                     writer.add_scalar("eval/iteration_ratio_heuristic_over_rlqp", ratio, step)
+                    best.offer({"eval/iteration_ratio_heuristic_over_rlqp": ratio}, step,
+                               lambda d: self.save_policy(d / self.policy_file))
                     progress.update(0, heldout_speedup=ratio)
                 if due.checkpoint:
                     self.checkpoint(step)
@@ -270,6 +274,7 @@ class RLQPTrainer:
     def checkpoint(self, step: int) -> None:
         self.run.save_checkpoint({"step": step, "td3": self.td3.state_dict(), "buffer": self.buffer.state_dict(),
                                   "generator": self.generator.get_state()})
+        self.save_policy(self.run.checkpoints / self.policy_file)  # what `--checkpoint latest` reads
 
     def save_policy(self, path) -> None:
         p = self.config.problem
