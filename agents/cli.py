@@ -78,7 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_gap(args: argparse.Namespace) -> int:
     from agents import workflows
 
-    result = workflows.gap(args.run, device=args.device, checkpoint=args.checkpoint)
+    result = workflows.gap(args.run, device=args.device, checkpoint=args.checkpoint, across_training=args.across_training)
     print(result["report"])
     print(f"wrote {result['json']} and {result['plot']}")
     return 0
@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     _checkpoint_argument(p)
+    p.add_argument("--across-training", action="store_true",
+                   help="control runs: the gap at every kept snapshot (train.keep_snapshots) -> gap-training.json, "
+                        "plots/gap-training.png, TensorBoard gap_training/*")
     p.set_defaults(func=cmd_gap)
 
     p = sub.add_parser("list", help="env ids, agent kinds, benchmark families and shipped configs")

@@ -103,13 +103,25 @@ def evaluate(run_path: str | Path, episodes: int | None = None, device: str | No
     return result
 
 
-def gap(run_path: str | Path, device: str | None = None, checkpoint: str = "final") -> dict[str, Any]:
+def gap(run_path: str | Path, device: str | None = None, checkpoint: str = "final",
+        across_training: bool = False) -> dict[str, Any]:
     """``amortize gap``: the model's one pass against solving from scratch; writes gap.json, a PNG and TensorBoard
     scalars. Domains whose models are themselves solvers refuse with what to run instead."""
     run, config = _open(run_path, device)
     domain = domain_of(config)
     if domain.gap is None:
         raise ValueError(f"{run.path}: {domain.no_gap}")
+    if across_training:
+        if domain.gap_across_training is None:
+            homes = [d.name for d in DOMAINS if d.gap_across_training is not None]
+            raise ValueError(f"{run.path}: --across-training applies to {' and '.join(homes)} runs only, "
+                             f"not to problem.family={config.problem_family!r} ({domain.name})")
+        if checkpoint != "final":
+            raise ValueError("--across-training measures every kept snapshot; it takes no --checkpoint")
+        result = domain.gap_across_training(make_agent(config, run))
+        result["json"] = str(run.result_path("gap-training.json"))
+        result["report"] = domain.gap_across_training_report(result)
+        return result
     agent = _agent_for(config, run, checkpoint)
     result = domain.gap(agent)
     result["json"] = str(agent.run.result_path("gap.json"))

@@ -7,6 +7,8 @@ solver is checked on synthetic concave Q functions with known maximizers.
 
 import json
 
+import gymnasium as gym
+
 import numpy as np
 import pytest
 import torch
@@ -104,7 +106,7 @@ def pendulum_config(steps: int, agent: dict | None = None, **train):
 @pytest.fixture(scope="module")
 def trained_pendulum(tmp_path_factory):
     """A tiny SAC trained to 400 steps, then resumed to 600 (three 200-step episodes in all)."""
-    cfg = pendulum_config(400)
+    cfg = pendulum_config(400, keep_snapshots=True)
     run = start_run(cfg, "pendulum-sac", tmp_path_factory.mktemp("runs"))
     make_agent(cfg, run).train()
     buffer_before = read_manifest(complete_checkpoints(run.checkpoints)[-1])["step"]
@@ -184,6 +186,45 @@ def test_gap_on_a_trained_run_writes_json_and_plot(trained_pendulum):
     assert saved["q_mean"]["zero_action"] < saved["q_mean"]["policy"]
     assert (run.plots / "gap.png").stat().st_size > 10_000 and result["plot"].endswith("gap.png")
     assert scalar_steps(run.tensorboard / "gap", "gap/adam_value_mean", subdir=False)
+
+
+def test_gap_states_come_from_several_seeded_episodes():
+    from agents.control.gap import episode_states
+
+    zero = lambda obs: torch.zeros(obs.shape[0], 1)  # noqa: E731
+    states, episodes = episode_states("Pendulum-v1", zero, 11, 450, torch.device("cpu"))
+    assert states.shape == (450, 3) and episodes == 3  # 200-step episodes: 200 + 200 + 50
+    env = gym.make("Pendulum-v1")
+    for k in range(3):  # each episode starts at its own seed's reset state
+        first, _ = env.reset(seed=11 + k)
+        assert torch.allclose(states[200 * k], torch.as_tensor(first))
+
+
+def test_gap_across_training_measures_every_snapshot_as_gap_measures_the_final_model(trained_pendulum):
+    run, _ = trained_pendulum
+    final = gap(run.path)
+    across = gap(run.path, across_training=True)
+    saved = json.loads((run.path / "gap-training.json").read_text())
+    assert [p["step"] for p in saved["snapshots"]] == [200, 400, 600]
+    last = saved["snapshots"][-1]  # the last snapshot holds the final model's weights: the same figures
+    if "skipped" not in last:
+        assert last["iterations_to_policy"] == final["iterations_to_policy"]
+        assert last["final_value_median_unclamped"] == pytest.approx(final["final_value_median_unclamped"], rel=1e-5)
+        assert last["q_mean"] == pytest.approx(final["q_mean"], rel=1e-5)
+    assert (run.plots / "gap-training.png").stat().st_size > 10_000 and across["report"].count("\n") >= 4
+    with pytest.raises(ValueError, match="takes no --checkpoint"):
+        gap(run.path, across_training=True, checkpoint="best")
+
+
+def test_gap_across_training_needs_snapshots_and_a_control_run(tmp_path):
+    cfg = pendulum_config(100, agent={"learning_starts": 50})
+    run = start_run(cfg, "no-snapshots", tmp_path)
+    make_agent(cfg, run).train()
+    with pytest.raises(FileNotFoundError, match="no model snapshots: train with train.keep_snapshots: true"):
+        gap(run.path, across_training=True)
+    sphere = start_run(config_from_dict({"device": "cpu", "agent": {"kind": "objective"}}), "sphere", tmp_path)
+    with pytest.raises(ValueError, match="--across-training applies to control runs only"):
+        gap(sphere.path, across_training=True)
 
 
 def test_gap_uses_min_of_the_twin_critics(trained_pendulum):

@@ -81,6 +81,9 @@ class Domain:
     gap_report: Callable[[dict[str, Any]], str] | None = None
     #: why ``amortize gap`` does not apply (where ``gap`` is None), with what to run instead
     no_gap: str = ""
+    #: ``amortize gap --across-training``: agent -> the gap at every kept snapshot, and its report; None: not offered
+    gap_across_training: Callable[[Agent], dict[str, Any]] | None = None
+    gap_across_training_report: Callable[[dict[str, Any]], str] | None = None
     benches: tuple[BenchCommand, ...] = field(default=())
 
     def __post_init__(self) -> None:

@@ -79,8 +79,9 @@ def run_episodes(env_id: str, act: Actor, q_fn: Callable | None, episodes: int, 
         for env in slots:
             env.close()
     r = [returns[e] for e in range(episodes)]
-    out = {"episodes": episodes, "return_mean": statistics.fmean(r), "return_std": statistics.stdev(r) if episodes > 1 else 0.0,
-           "length_mean": statistics.fmean(steps.values()), "returns": r}
+    std = statistics.stdev(r) if episodes > 1 else 0.0
+    out = {"episodes": episodes, "return_mean": statistics.fmean(r), "return_std": std,
+           "return_stderr": std / episodes ** 0.5, "length_mean": statistics.fmean(steps.values()), "returns": r}
     if q_fn is not None:
         out["critic_q_mean"] = statistics.fmean(q_means.values())
     return out

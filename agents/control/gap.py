@@ -1,6 +1,6 @@
 """`amortize gap` for control runs: the actor's one pass against Adam solving max_u Q(x, u) from scratch.
 
-On the states of one deterministic episode, f(u; x) = min(Q1, Q2)(x, u) is
+On the states of deterministic episodes (``gap_states`` of them), f(u; x) = min(Q1, Q2)(x, u) is
 normalized per state so that the zero action scores -1 and the policy's action
 0. Adam starts at the zero action (tanh-parameterized, so it stays in the
 box); its normalized value is recorded against iterations and seconds. The
@@ -12,6 +12,7 @@ policy's: Q's optimism, or the actor's amortization gap.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,27 +20,37 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.evaluation import time_predictor
+from agents.common.progress import Progress
+from agents.common.sb3 import SNAPSHOTS
+from agents.common.sb3_files import load_weights
 from agents.control.agent import ControlAgent, action_box, critic_q, policy_actions, zero_actions
-from agents.control.plots import plot_control_gap
+from agents.control.plots import plot_control_gap, plot_gap_across_training
 from envs.control import make_control_env
 from learned_optimizers.control.max_q import informative_states, maximize_q, normalized_value
 
 
 @torch.no_grad()
-def episode_states(env_id: str, actor, seed: int, max_states: int, device: torch.device) -> torch.Tensor:
-    """The observations of one deterministic episode (before each action), at most ``max_states``."""
+def episode_states(env_id: str, actor, seed: int, max_states: int, device: torch.device,
+                   max_episodes: int = 100) -> tuple[torch.Tensor, int]:
+    """The observations (before each action) of deterministic episodes seeded seed, seed + 1, ... until
+    ``max_states`` are collected: a policy that falls early still yields a sample of its state distribution,
+    not one short episode. Returns the states and how many episodes they came from."""
     env = make_control_env(env_id)
-    obs, _ = env.reset(seed=seed)
-    states = [obs]
+    states: list[np.ndarray] = []
+    episodes = 0
     try:
-        while len(states) < max_states:
-            obs, _, terminated, truncated, _ = env.step(actor(torch.as_tensor(obs, device=device).unsqueeze(0))[0].cpu().numpy())
-            if terminated or truncated:
-                break
-            states.append(obs)
+        while len(states) < max_states and episodes < max_episodes:
+            obs, _ = env.reset(seed=seed + episodes)
+            episodes += 1
+            while len(states) < max_states:
+                states.append(obs)
+                obs, _, terminated, truncated, _ = env.step(
+                    actor(torch.as_tensor(obs, device=device).unsqueeze(0))[0].cpu().numpy())
+                if terminated or truncated:
+                    break
     finally:
         env.close()
-    return torch.as_tensor(np.stack(states), device=device)
+    return torch.as_tensor(np.stack(states), device=device), episodes
 
 
 def gap_curve(q_fn, pi, states: torch.Tensor, box, settings, timing_repeats: int) -> dict[str, Any]:
@@ -99,8 +110,8 @@ def control_gap(agent: ControlAgent) -> dict[str, Any]:
     settings = agent.problem.settings
     model = agent.load_model()
     pi = policy_actions(model)
-    states = episode_states(config.env, pi, config.eval.seed, settings.gap_states, model.device)
-    result = {"run": run.name, "agent": config.agent.kind, "env": config.env, "seed": config.eval.seed,
+    states, episodes = episode_states(config.env, pi, config.eval.seed, settings.gap_states, model.device)
+    result = {"run": run.name, "agent": config.agent.kind, "env": config.env, "seed": config.eval.seed, "episodes": episodes,
               **gap_curve(critic_q(model), pi, states, action_box(model), settings, config.eval.timing_repeats)}
     run.write_json("gap.json", result)
     result["plot"] = str(plot_control_gap(run.plots / "gap.png", result,
@@ -111,4 +122,78 @@ def control_gap(agent: ControlAgent) -> dict[str, Any]:
             writer.add_scalar("gap/adam_value_mean_unclamped", p["value_mean_unclamped"], p["iteration"])
             writer.add_scalar("gap/adam_seconds", p["seconds"], p["iteration"])
             writer.add_scalar("gap/policy_value", 0.0, p["iteration"])
+    return result
+
+
+#: the per-snapshot figures of the gap across training (a subset of ``gap_curve``'s)
+TRAINING_FIELDS = ("states", "informative_states", "iterations_to_policy", "seconds_to_policy", "policy_seconds",
+                   "speedup", "final_value_mean_unclamped", "final_value_median_unclamped",
+                   "final_value_of_means_unclamped", "final_above_policy")
+
+
+def snapshot_steps(run) -> list[tuple[int, Path]]:
+    """(step, model zip) of every kept snapshot (``train.keep_snapshots``), in training order."""
+    found = []
+    for path in (run.path / SNAPSHOTS).glob("model-*.zip"):
+        try:
+            found.append((int(path.stem.removeprefix("model-")), path))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def control_gap_across_training(agent: ControlAgent) -> dict[str, Any]:
+    """The gap at every kept snapshot: does the actor amortize max-Q better as training goes on?
+
+    Each snapshot is measured as ``amortize gap`` measures the final model, on its own policy's states (the
+    family's p(x)): Adam from the zero action against the actor, normalized per state (zero -1, actor 0).
+    Writes gap-training.json, plots/gap-training.png and TensorBoard scalars under tb/gap_training."""
+    config, run = agent.config, agent.run
+    settings = agent.problem.settings
+    snapshots = snapshot_steps(run)
+    if not snapshots:
+        raise FileNotFoundError(f"{str(run.path / SNAPSHOTS)!r} holds no model snapshots: train with "
+                                "train.keep_snapshots: true to keep each checkpoint's model")
+    env = agent.make_spaces_env()
+    try:
+        model = agent.build_model(env)
+    finally:
+        env.close()
+    points = []
+    progress = Progress(len(snapshots), desc=f"{run.name} gap across training", unit="snapshot")
+    try:
+        for step, path in snapshots:
+            load_weights(model, path)
+            pi = policy_actions(model)
+            states, episodes = episode_states(config.env, pi, config.eval.seed, settings.gap_states, model.device)
+            try:
+                r = gap_curve(critic_q(model), pi, states, action_box(model), settings, config.eval.timing_repeats)
+            except ValueError as err:  # early in training the actor may not beat the zero action anywhere
+                points.append({"step": step, "episodes": episodes, "skipped": str(err)})
+                progress.update(1)
+                continue
+            points.append({"step": step, "episodes": episodes, "q_mean": r["q_mean"],
+                           **{k: r[k] for k in TRAINING_FIELDS}})
+            progress.update(1, step=step, speedup=r["speedup"] or float("nan"))
+    finally:
+        progress.close()
+    result = {"run": run.name, "agent": config.agent.kind, "env": config.env, "seed": config.eval.seed,
+              "reach_level": settings.reach_level,
+              "adam": {"learning_rate": settings.gap_learning_rate, "iterations": settings.gap_iterations},
+              "snapshots": points}
+    run.write_json("gap-training.json", result)
+    result["plot"] = str(plot_gap_across_training(run.plots / "gap-training.png", result,
+                                                  f"{run.name}: the {config.agent.kind} actor against Adam on max_u Q, "
+                                                  "across training"))
+    with SummaryWriter(str(run.tensorboard / "gap_training")) as writer:
+        for p in points:
+            if "skipped" in p:
+                continue
+            writer.add_scalar("gap_training/adam_value_mean_unclamped", p["final_value_mean_unclamped"], p["step"])
+            writer.add_scalar("gap_training/adam_value_median_unclamped", p["final_value_median_unclamped"], p["step"])
+            writer.add_scalar("gap_training/adam_above_policy", p["final_above_policy"], p["step"])
+            writer.add_scalar("gap_training/q_policy_minus_zero", p["q_mean"]["policy"] - p["q_mean"]["zero_action"], p["step"])
+            if p["speedup"] is not None:
+                writer.add_scalar("gap_training/speedup", p["speedup"], p["step"])
+                writer.add_scalar("gap_training/iterations_to_policy", p["iterations_to_policy"], p["step"])
     return result

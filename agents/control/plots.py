@@ -43,3 +43,28 @@ def plot_control_gap(path: Path, gap: dict[str, Any], title: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_gap_across_training(path: Path, result: dict[str, Any], title: str) -> Path:
+    """Per snapshot: where Adam ends against the actor (unclamped, 0 = the actor) and how long it takes to match it."""
+    points = [p for p in result["snapshots"] if "skipped" not in p]
+    steps = np.array([p["step"] for p in points])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ax = axes[0]
+    ax.plot(steps, [p["final_value_median_unclamped"] for p in points], "o-", label="Adam after all iterations: median")
+    ax.plot(steps, [p["final_value_of_means_unclamped"] for p in points], "s--", label="Adam: of the mean Qs")
+    ax.axhline(0.0, ls="--", color="k", label="the actor (one forward pass)")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("normalized Q value (unclamped)")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    reached = [p for p in points if p["speedup"] is not None]
+    ax.plot([p["step"] for p in reached], [p["speedup"] for p in reached], "o-", color="tab:green")
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"speedup: Adam's time to reach {result['reach_level']} / the actor's")
+    ax.set_yscale("log")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -16,7 +16,7 @@ from learned_optimizers.common.settings import setting, validate
 
 @dataclass(frozen=True)
 class MaxQSettings:
-    gap_states: int = setting(1000, ge=1, doc="states of one deterministic evaluation episode used by `amortize gap`, at most")
+    gap_states: int = setting(1000, ge=1, doc="states used by `amortize gap`, from deterministic episodes seeded eval.seed, eval.seed + 1, ...")
     gap_learning_rate: float = setting(5e-3, gt=0.0, doc="Adam's step size when solving max_u Q from the zero action")
     gap_iterations: int = setting(500, ge=1, doc="Adam iterations of the from-scratch solve")
     gap_record_every: int = setting(5, ge=1, doc="iterations between recorded values (and clock reads)")
