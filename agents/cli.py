@@ -84,6 +84,17 @@ def cmd_gap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from agents import workflows
+
+    record = workflows.export(args.run, args.to, checkpoint=args.checkpoint, episodes=args.episodes, device=args.device)
+    e = record["evaluation"]
+    print(f"exported {args.run} ({record['model']} model, step {record['steps']}) to {args.to}: "
+          f"{record['bytes'] / 1e6:.1f} MB; deterministic return {e['return_mean']:.1f} +- {e['return_stderr']:.1f} "
+          f"(std error, {e['episodes']} episodes)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from agents.registry import AGENT_KINDS, BENCHES
     from envs import ENV_IDS
@@ -97,6 +108,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("benchmark families:")
     for name, command in BENCHES.items():
         print(f"  {name:24s} {command.help}")
+    from agents.common.shipped import PREFIX, read_record, shipped_runs
+    from agents.registry import DOMAINS
+
+    print("shipped runs (amortize eval/gap shipped:<name>):")
+    for name, folder in shipped_runs(d.shipped_dir for d in DOMAINS if d.shipped_dir is not None).items():
+        r = read_record(folder) or {}
+        e = r.get("evaluation", {})
+        print(f"  {PREFIX + name:28s} {r.get('agent', '?')} on {r.get('env', '?')}, {r.get('steps', '?')} steps, "
+              f"return {e.get('return_mean', float('nan')):.0f} over {e.get('episodes', '?')} episodes")
     print(f"configs ({args.configs}):")
     for path in sorted(Path(args.configs).glob("*.yaml")):
         first = path.read_text().splitlines()[:1]
@@ -162,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="control runs: the gap at every kept snapshot (train.keep_snapshots) -> gap-training.json, "
                         "plots/gap-training.png, TensorBoard gap_training/*")
     p.set_defaults(func=cmd_gap)
+
+    p = sub.add_parser("export", help="control runs: the model's weights, config and evaluation as a shipped run")
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("--to", required=True, metavar="DIR", help="the folder to write config.yaml, model.zip, shipped.json")
+    p.add_argument("--episodes", type=int, default=20, help="deterministic episodes measuring the return (default 20)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    _checkpoint_argument(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="env ids, agent kinds, benchmark families and shipped configs")
     p.add_argument("--configs", default=str(CONFIG_DIR), help="config folder (default: configs)")

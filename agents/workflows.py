@@ -8,6 +8,7 @@ from typing import Any
 from agents.common.config import ConfigError, RunConfig
 from agents.common.agent import MODEL_CHOICES
 from agents.common.domain import EVAL_FLAGS
+from agents.common.shipped import resolve_run
 from agents.common.interrupt import TrainingInterrupted, graceful_stop, received_signal
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.registry import DOMAINS, domain_of, load_run_config, make_agent
@@ -62,7 +63,8 @@ def resume(run_path: str | Path, overrides: list[str] | None = None, device: str
 
 
 def _open(run_path: str | Path, device: str | None) -> tuple[RunDir, RunConfig]:
-    run = RunDir.open(run_path)
+    """A run by path, or a shipped one by ``shipped:<name>`` (copied into runs/ first)."""
+    run = RunDir.open(resolve_run(run_path, [d.shipped_dir for d in DOMAINS if d.shipped_dir is not None]))
     config = load_run_config(run)
     if device is not None:
         config.device = device
@@ -127,6 +129,18 @@ def gap(run_path: str | Path, device: str | None = None, checkpoint: str = "fina
     result["json"] = str(agent.run.result_path("gap.json"))
     result["report"] = domain.gap_report(result)
     return result
+
+
+def export(run_path: str | Path, to: str | Path, checkpoint: str = "final", episodes: int = 20,
+           device: str | None = None) -> dict[str, Any]:
+    """``amortize export``: the run's chosen model as a shipped run in ``to`` (config, weights, its evaluation)."""
+    run, config = _open(run_path, device)
+    domain = domain_of(config)
+    if domain.export is None:
+        homes = [d.name for d in DOMAINS if d.export is not None]
+        raise ValueError(f"{run.path}: export applies to {' and '.join(homes)} runs only, "
+                         f"not to problem.family={config.problem_family!r} ({domain.name})")
+    return domain.export(_agent_for(config, run, checkpoint), Path(to), episodes)
 
 
 def eval_table(result: dict[str, Any]) -> str:

@@ -62,8 +62,9 @@ class BestModel:
             return False
         return self.value is None or (value < self.value if self.mode == "min" else value > self.value)
 
-    def offer(self, metrics: dict[str, float], step: int, save: Callable[[Path], None]) -> bool:
-        """Keep the model (``save(folder)`` writes its files) if ``metrics[self.metric]`` beats the best so far."""
+    def offer(self, metrics: dict[str, float], step: int, save: Callable[[Path], None], **extra: Any) -> bool:
+        """Keep the model (``save(folder)`` writes its files) if ``metrics[self.metric]`` beats the best so far;
+        ``extra`` (plain values, e.g. the seconds trained) goes into ``best.json``."""
         if self.metric not in metrics:
             raise KeyError(f"the periodic evaluation gave {sorted(metrics)}, not {self.metric!r}")
         value = float(metrics[self.metric])
@@ -73,7 +74,7 @@ class BestModel:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         save(partial)
-        record = {"metric": self.metric, "mode": self.mode, "value": value, "step": int(step)}
+        record = {"metric": self.metric, "mode": self.mode, "value": value, "step": int(step), **extra}
         (partial / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         shutil.rmtree(old, ignore_errors=True)
         if self.path.exists():

@@ -84,6 +84,10 @@ class Domain:
     #: ``amortize gap --across-training``: agent -> the gap at every kept snapshot, and its report; None: not offered
     gap_across_training: Callable[[Agent], dict[str, Any]] | None = None
     gap_across_training_report: Callable[[dict[str, Any]], str] | None = None
+    #: ``amortize export``: (agent, folder, episodes) -> the shipped record; None: the domain's runs are not exported
+    export: Callable[[Agent, Path, int], dict[str, Any]] | None = None
+    #: the folder of this domain's shipped runs (``shipped:<name>``), if it ships any
+    shipped_dir: Path | None = None
     benches: tuple[BenchCommand, ...] = field(default=())
 
     def __post_init__(self) -> None:

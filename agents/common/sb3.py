@@ -10,6 +10,7 @@ from the run's config and read weights-only (``sb3_files``): no file runs code.
 from __future__ import annotations
 
 import json
+import operator
 import shutil
 import sys
 import time
@@ -120,7 +121,8 @@ class _RunCallback(BaseCallback):
             metrics = self.agent.heldout_metrics(self.model, self.heldout)
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, n)
-            self.best.offer(metrics, n, lambda d: atomic_write(d / MODEL_FILE, self.model.save))
+            self.best.offer(metrics, n, lambda d: atomic_write(d / MODEL_FILE, self.model.save),
+                            train_seconds=self.agent.train_seconds)
             self.progress.update(0, **{k.split("/", 1)[-1]: v for k, v in list(metrics.items())[:2]})
         if due.checkpoint and n < self.schedule.total:  # the last one is train()'s, after the last update
             self.progress.write(self.agent.checkpoint(self.model))
@@ -161,13 +163,19 @@ class SB3Agent(Agent):
     def start_step(self) -> int:
         return getattr(self, "_start_step", 0)
 
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock spent training this run, over all its processes (resumes add to the checkpoint's)."""
+        started = getattr(self, "_started", None)
+        return getattr(self, "_seconds_before", 0.0) + (time.perf_counter() - started if started else 0.0)
+
     def train(self, resume: bool = False) -> None:
         cfg, run = self.config, self.run
         seed_everything(cfg.seed)
         env = self.make_env()
         model = self.build_model(env)
-        if resume:
-            self.restore(model)
+        self._seconds_before = self.restore(model) if resume else 0.0
+        self._started = time.perf_counter()
         self._start_step = model.num_timesteps
         writer = run.tensorboard_writer(self._start_step)  # one writer: ours and SB3's scalars, one purge
         model.set_logger(Logger(str(run.tensorboard), [_TensorBoardFormat(writer)]))
@@ -200,7 +208,8 @@ class SB3Agent(Agent):
     def checkpoint(self, model: BaseAlgorithm) -> str:
         """One complete checkpoint directory (model, buffer unless train.checkpoint_replay_buffer is false,
         counters; manifest last) replacing the previous one; returns a line saying where and how big."""
-        final = save_checkpoint(model, self.run.checkpoints, with_buffer=self.config.train.checkpoint_replay_buffer)
+        final = save_checkpoint(model, self.run.checkpoints, with_buffer=self.config.train.checkpoint_replay_buffer,
+                                train_seconds=self.train_seconds)
         if self.config.train.keep_snapshots:
             snapshot = self.run.path / SNAPSHOTS / f"model-{int(model.num_timesteps):012d}.zip"
             snapshot.parent.mkdir(exist_ok=True)
@@ -227,14 +236,15 @@ class SB3Agent(Agent):
             return _legacy_step(ckpts / LEGACY_STATE)
         return None
 
-    def restore(self, model: BaseAlgorithm) -> None:
-        """Continue ``model`` from the newest complete checkpoint (or the legacy files)."""
+    def restore(self, model: BaseAlgorithm) -> float:
+        """Continue ``model`` from the newest complete checkpoint (or the legacy files); returns the seconds
+        of training it records."""
         ckpts = self.run.checkpoints
         remove_partial_checkpoints(ckpts)
         complete = complete_checkpoints(ckpts)
         if complete:
             restore_checkpoint(model, complete[-1])
-            return
+            return read_manifest(complete[-1])["train_seconds"]
         if not (ckpts / LEGACY_MODEL).is_file():
             raise ValueError(f"{str(ckpts)!r} holds no complete checkpoint to resume from")
         load_weights(model, ckpts / LEGACY_MODEL)
@@ -242,6 +252,7 @@ class SB3Agent(Agent):
         if (ckpts / LEGACY_BUFFER).is_file():
             print(f"{ckpts / LEGACY_BUFFER}: not loaded (a pickle can run code); the replay buffer starts empty "
                   "and the next checkpoint stores it as arrays")
+        return 0.0
 
     def make_heldout(self) -> Any:
         """What periodic evaluation runs on: held-out contexts with solver optima, cached in the run."""
@@ -265,6 +276,36 @@ class SB3Agent(Agent):
             env.close()
         load_weights(model, path)
         return model
+
+    def model_step(self) -> int | None:
+        """The training step of the chosen model: its checkpoint's, or the best evaluation's."""
+        if self.model_choice == "best":
+            record = BestModel.record(self.run)
+            return None if record is None else int(record["step"])
+        complete = complete_checkpoints(self.run.checkpoints)
+        return read_manifest(complete[-1])["step"] if complete else None
+
+    def train_seconds_of_model(self) -> float:
+        """The wall-clock of training that produced the chosen model (0 where it was not recorded)."""
+        if self.model_choice == "best":
+            return float((BestModel.record(self.run) or {}).get("train_seconds", 0.0))
+        complete = complete_checkpoints(self.run.checkpoints)
+        return read_manifest(complete[-1])["train_seconds"] if complete else 0.0
+
+    def export_model(self, path: Path) -> None:
+        """The chosen model's weights as an SB3 zip with fresh optimizer states and no replay buffer: a few MB
+        that hold no training state, which this project reads weights-only and SB3's own ``load`` also reads."""
+        trained = self.load_model()
+        env = self.make_spaces_env()
+        try:
+            fresh = self.build_model(env)
+        finally:
+            env.close()
+        fresh.policy.load_state_dict(trained.policy.state_dict())
+        for name in fresh._get_torch_save_params()[1]:  # variables outside the policy, e.g. SAC's log_ent_coef
+            operator.attrgetter(name)(fresh).data.copy_(operator.attrgetter(name)(trained).data)
+        fresh.num_timesteps = self.model_step() or 0
+        atomic_write(path, fresh.save)
 
     def load_predictor(self) -> Predictor:
         model = self.load_model()

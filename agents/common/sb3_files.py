@@ -101,8 +101,9 @@ def load_replay_buffer(buffer: ReplayBuffer, path: Path) -> None:
     buffer.pos, buffer.full = pos % buffer.buffer_size, full or pos == buffer.buffer_size
 
 
-def save_checkpoint(model: BaseAlgorithm, checkpoints: Path, with_buffer: bool = True) -> Path:
-    """Write ``checkpoints/sb3-<step>/`` as one unit (manifest last), then drop the older ones; returns it."""
+def save_checkpoint(model: BaseAlgorithm, checkpoints: Path, with_buffer: bool = True, train_seconds: float = 0.0) -> Path:
+    """Write ``checkpoints/sb3-<step>/`` as one unit (manifest last), then drop the older ones; returns it.
+    ``train_seconds``: the wall-clock of training so far, over all resumes (recorded with a shipped agent)."""
     step = int(model.num_timesteps)
     final = checkpoints / f"{PREFIX}{step:012d}"
     partial = checkpoints / f"{PREFIX}{step:012d}.partial"
@@ -114,7 +115,7 @@ def save_checkpoint(model: BaseAlgorithm, checkpoints: Path, with_buffer: bool =
         save_replay_buffer(model.replay_buffer, partial / BUFFER)
         files.append(BUFFER)
     counters = {name: int(getattr(model, name)) for name in COUNTERS}
-    manifest = {"step": step, "files": files, "counters": counters,
+    manifest = {"step": step, "files": files, "counters": counters, "train_seconds": float(train_seconds),
                 "bytes": sum((partial / f).stat().st_size for f in files)}
     _write_synced(partial / MANIFEST, json.dumps(manifest, indent=2).encode())
     shutil.rmtree(final, ignore_errors=True)  # a complete checkpoint of this very step (e.g. the final save)
@@ -148,12 +149,15 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         counters = {str(k): int(v) for k, v in dict(manifest["counters"]).items()}
         if step < 0 or any(f not in (MODEL, BUFFER) for f in files):
             raise ValueError(f"step {step} or files {files} out of place (files: {MODEL}, {BUFFER})")
+        seconds = float(manifest.get("train_seconds", 0.0))  # absent in checkpoints written before it was kept
+        if not seconds >= 0.0:
+            raise ValueError(f"train_seconds {seconds} must be >= 0")
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{str(path)!r} is not a checkpoint manifest: {err}") from None
     missing = [f for f in files if not (directory / f).is_file()]
     if missing:
         raise ValueError(f"{str(path)!r} names files that are missing: {missing}")
-    return {"step": step, "files": files, "counters": counters}
+    return {"step": step, "files": files, "counters": counters, "train_seconds": seconds}
 
 
 def restore_checkpoint(model: BaseAlgorithm, directory: Path) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from agents.common.domain import Domain
 from agents.common.plots import format_table
 from agents.control.evaluation import evaluate_control
+from agents.control.export import export_control
 from agents.control.gap import control_gap, control_gap_across_training
 from agents.control.kinds import RUNS
 
@@ -71,4 +73,6 @@ DOMAIN = Domain(
     gap_report=gap_report,
     gap_across_training=control_gap_across_training,
     gap_across_training_report=gap_across_training_report,
+    export=export_control,
+    shipped_dir=Path(__file__).parent / "shipped",
 )

@@ -1,0 +1,46 @@
+"""``amortize export``: a control run's model as a shipped agent (config, weights, what it reached)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from agents.common.best import BestModel
+from agents.common.sb3 import MODEL_FILE
+from agents.common.shipped import RECORD
+from agents.control.agent import ControlAgent, policy_actions
+from agents.control.evaluation import run_episodes
+
+
+def export_control(agent: ControlAgent, directory: Path, episodes: int) -> dict[str, Any]:
+    """Write ``directory/{config.yaml, model.zip, shipped.json}``: the chosen model's weights (no buffer, no
+    optimizer state), and its deterministic return over ``episodes`` seeded episodes, measured here."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    config, run = agent.config, agent.run
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    agent.export_model(directory / MODEL_FILE)
+    shutil.copyfile(run.config_path, directory / "config.yaml")
+    model = agent.load_model()
+    result = run_episodes(config.env, policy_actions(model), None, episodes, config.eval.seed, model.device,
+                          desc=f"{run.name} export")
+    record = {
+        "name": directory.name,
+        "env": config.env,
+        "agent": config.agent.kind,
+        "model": agent.model_choice,
+        "steps": agent.model_step(),
+        "train_seconds": round(agent.train_seconds_of_model(), 1),
+        "train_hours": round(agent.train_seconds_of_model() / 3600.0, 2),
+        "evaluation": {"episodes": episodes, "seed": config.eval.seed, "deterministic": True,
+                       **{k: result[k] for k in ("return_mean", "return_std", "return_stderr", "length_mean")}},
+        "best_evaluation": BestModel.record(run),
+        "sha256": {f: hashlib.sha256((directory / f).read_bytes()).hexdigest() for f in (MODEL_FILE, "config.yaml")},
+        "bytes": (directory / MODEL_FILE).stat().st_size,
+    }
+    (directory / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record

@@ -1,0 +1,80 @@
+"""Shipped runs: `amortize export` writes weights without training state, plain SB3 loads them, and
+`shipped:<name>` evaluates them from a copy in runs/ without training."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import SAC
+
+from agents.cli import main
+from agents.common.shipped import resolve_run
+from agents.registry import config_from_dict, make_agent
+from agents.workflows import evaluate, export, gap, start_run
+
+
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory):
+    cfg = config_from_dict({
+        "device": "cpu", "seed": 7, "env": "Pendulum-v1",
+        "problem": {"family": "max_q", "gap_iterations": 40, "gap_record_every": 4, "gap_states": 32},
+        "agent": {"kind": "sac", "learning_starts": 100, "net_arch": [32, 32], "buffer_size": 5000, "batch_size": 64},
+        "train": {"total_steps": 400, "checkpoint_every": 200, "log_every": 100, "eval_every": 200},
+        "eval": {"episodes": 2, "training_episodes": 1, "timing_repeats": 3},
+    })
+    run = start_run(cfg, "pendulum", tmp_path_factory.mktemp("runs"))
+    make_agent(cfg, run).train()
+    return run
+
+
+def test_export_writes_weights_without_training_state_that_plain_sb3_loads(pendulum_run, tmp_path):
+    out = tmp_path / "shipped" / "pendulum-sac"
+    record = export(pendulum_run.path, out, episodes=3)
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.zip", "shipped.json"]
+    assert record["steps"] == 400 and record["model"] == "final" and record["train_seconds"] > 0
+    assert record["evaluation"]["episodes"] == 3 and len(json.loads((out / "shipped.json").read_text())) >= 8
+    with zipfile.ZipFile(out / "model.zip") as z:
+        optimizer = torch.load(z.open("actor.optimizer.pth"), weights_only=True)
+        assert optimizer["state"] == {}  # fresh: no Adam moments
+        assert not any("replay" in n for n in z.namelist())
+    # the exported weights act as the trained model does, read by plain SB3 and by this project alike
+    trained = SAC.load(pendulum_run.path / "model.zip")
+    plain = SAC.load(out / "model.zip")
+    obs = np.random.default_rng(0).standard_normal((16, 3)).astype(np.float32)
+    assert np.array_equal(plain.predict(obs, deterministic=True)[0], trained.predict(obs, deterministic=True)[0])
+    assert plain.log_ent_coef.item() == pytest.approx(trained.log_ent_coef.item())
+    # the recorded return is this model's: an independent evaluation of the export gives it again
+    ours = evaluate(pendulum_run.path, episodes=3)
+    assert record["evaluation"]["return_mean"] == pytest.approx(ours["variants"]["policy"]["return_mean"], rel=1e-5)
+
+
+def test_a_shipped_run_is_evaluated_by_name_from_a_copy(pendulum_run, tmp_path, monkeypatch, capsys):
+    from agents.control.domain import DOMAIN as CONTROL
+
+    shipped = tmp_path / "package"
+    export(pendulum_run.path, shipped / "pendulum-sac", episodes=2)
+    monkeypatch.chdir(tmp_path)
+    packaged = CONTROL.shipped_dir
+    object.__setattr__(CONTROL, "shipped_dir", shipped)  # the domain record is frozen; point it at this test's folder
+    try:
+        result = evaluate("shipped:pendulum-sac", episodes=1)
+        copy = tmp_path / "runs" / "shipped-pendulum-sac"
+        assert (copy / "eval.json").is_file() and not (shipped / "pendulum-sac" / "eval.json").exists()
+        assert result["variants"]["policy"]["episodes"] == 1
+        g = gap("shipped:pendulum-sac")
+        assert g["states"] == 32 and (copy / "gap.json").is_file()
+        assert main(["list"]) == 0 and "shipped:pendulum-sac" in capsys.readouterr().out
+        with pytest.raises(FileNotFoundError, match="no shipped run of that name; shipped: shipped:pendulum-sac"):
+            resolve_run("shipped:nope", [shipped])
+    finally:
+        object.__setattr__(CONTROL, "shipped_dir", packaged)
+
+
+def test_export_refuses_other_domains(tmp_path):
+    run = start_run(config_from_dict({"device": "cpu", "agent": {"kind": "objective"}}), "sphere", tmp_path)
+    with pytest.raises(ValueError, match="export applies to control runs only"):
+        export(run.path, tmp_path / "out")
