@@ -159,6 +159,8 @@ def test_eval_runs_seeded_episodes_and_the_semi_amortized_policy(trained_pendulu
     # deterministic and seeded: the same episodes again give the same returns
     again = evaluate(run.path, episodes=3)
     assert again["variants"]["policy"]["returns"] == pytest.approx(policy["returns"])
+    alone = evaluate(run.path, episodes=1)  # episode 0 alone: the same return as beside two others
+    assert alone["variants"]["policy"]["returns"][0] == policy["returns"][0]
     assert result["variants"]["semi_amortized_k5"]["returns"] != pytest.approx(policy["returns"])
 
 

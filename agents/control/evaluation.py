@@ -58,7 +58,10 @@ def run_episodes(env_id: str, act: Actor, q_fn: Callable | None, episodes: int, 
     try:
         while any(o is not None for o in obs):
             active = [i for i, o in enumerate(obs) if o is not None]
-            states = torch.as_tensor(np.stack([obs[i] for i in active]), device=device)
+            rows = [obs[i] for i in active]
+            # always a batch of PARALLEL_EPISODES rows (padded): a matmul's rows can differ in their last bits with
+            # the batch size, and episodes amplify that, so seeded episode k returns the same whatever --episodes
+            states = torch.as_tensor(np.stack(rows + rows[-1:] * (PARALLEL_EPISODES - len(rows))), device=device)
             actions = act(states)
             if q_fn is not None:
                 with torch.no_grad():

@@ -37,7 +37,7 @@ def export_control(agent: ControlAgent, directory: Path, episodes: int) -> dict[
         "train_seconds": round(agent.train_seconds_of_model(), 1),
         "train_hours": round(agent.train_seconds_of_model() / 3600.0, 2),
         "evaluation": {"episodes": episodes, "seed": config.eval.seed, "deterministic": True,
-                       **{k: result[k] for k in ("return_mean", "return_std", "return_stderr", "length_mean")}},
+                       **{k: result[k] for k in ("return_mean", "return_std", "return_stderr", "length_mean", "returns")}},
         "best_evaluation": BestModel.record(run),
         "sha256": {f: hashlib.sha256((directory / f).read_bytes()).hexdigest() for f in (MODEL_FILE, "config.yaml")},
         "bytes": (directory / MODEL_FILE).stat().st_size,
