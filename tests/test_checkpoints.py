@@ -11,11 +11,10 @@ import torch
 from agents.common.config import ConfigError
 from agents.common.runs import RunDir, RunInUseError
 from agents.common.sb3_files import MANIFEST, complete_checkpoints
+from tiny_runs import SPHERE, trained_sphere_sac
 from agents.registry import config_from_dict, load_config, make_agent
 from agents.workflows import resume, start_run
 
-SPHERE = {"device": "cpu", "seed": 2, "eval": {"contexts": 32, "episodes": 2, "timing_repeats": 2},
-          "solver": {"restarts": 4, "steps": 30}}
 
 
 def objective_config(steps: int):
@@ -94,11 +93,7 @@ def test_a_corrupt_checkpoint_is_named_before_training_starts(tmp_path, content,
 
 
 def test_sb3_resume_uses_the_newest_complete_checkpoint_only(tmp_path):
-    cfg = config_from_dict({**SPHERE, "agent": {"kind": "sac", "learning_starts": 16, "batch_size": 16, "n_envs": 2,
-                                                 "net_arch": [16], "buffer_size": 256},
-                            "train": {"total_steps": 40, "checkpoint_every": 20, "eval_every": 40, "log_every": 20}})
-    run = start_run(cfg, "sac", tmp_path)
-    make_agent(cfg, run).train()
+    cfg, run = trained_sphere_sac(40, tmp_path, eval_every=40)
     (complete,) = complete_checkpoints(run.checkpoints)
     # a kill during the next save: a newer directory without its manifest, and one still named .partial
     interrupted = run.checkpoints / "sb3-000000000060"

@@ -20,12 +20,11 @@ from agents.cli import main
 from agents.common import interrupt
 from agents.common.sb3_files import complete_checkpoints
 from agents.common.schedule import TrainSchedule
+from tiny_runs import SPHERE, trained_sphere_sac
 from agents.registry import config_from_dict, make_agent
 from agents.workflows import resume, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
-SPHERE = {"device": "cpu", "seed": 2, "eval": {"contexts": 32, "episodes": 2, "timing_repeats": 2},
-          "solver": {"restarts": 4, "steps": 30}}
 
 
 def next_process() -> None:
@@ -141,11 +140,7 @@ def test_a_resumed_curve_has_no_gap_and_no_duplicate(tmp_path):
 
 
 def test_a_resumed_sb3_curve_and_its_losses_have_no_duplicate(tmp_path):
-    cfg = config_from_dict({**SPHERE, "agent": {"kind": "sac", "learning_starts": 16, "batch_size": 16, "n_envs": 2,
-                                                 "net_arch": [16], "buffer_size": 256},
-                            "train": {"total_steps": 40, "checkpoint_every": 20, "eval_every": 20, "log_every": 20}})
-    run = start_run(cfg, "sac", tmp_path)
-    make_agent(cfg, run).train()
+    cfg, run = trained_sphere_sac(40, tmp_path)
     (at_40,) = complete_checkpoints(run.checkpoints)
     shutil.copytree(at_40, tmp_path / "kept")
     next_process()

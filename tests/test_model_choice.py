@@ -12,6 +12,7 @@ import torch
 from agents.cli import main
 from agents.common.best import BestModel
 from agents.common.runs import RunDir
+from tiny_runs import trained_sphere_sac
 from agents.registry import config_from_dict, make_agent
 from agents.workflows import evaluate, start_run
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -90,11 +91,7 @@ def test_latest_reads_a_killed_run_that_has_no_final_model(tmp_path):
 
 
 def test_sb3_runs_keep_their_best_and_read_their_newest_checkpoint(tmp_path):
-    cfg = config_from_dict({**SPHERE, "agent": {"kind": "sac", "learning_starts": 16, "batch_size": 16, "n_envs": 2,
-                                                 "net_arch": [16], "buffer_size": 256},
-                            "train": {"total_steps": 60, "checkpoint_every": 20, "eval_every": 20, "log_every": 20}})
-    run = start_run(cfg, "sac", tmp_path)
-    make_agent(cfg, run).train()
+    cfg, run = trained_sphere_sac(60, tmp_path)
     record = json.loads((run.path / "best" / "best.json").read_text())
     assert (run.path / "best" / "model.zip").is_file()
     assert record["value"] == min(v for _, v in logged(run, "eval/objective_gap"))

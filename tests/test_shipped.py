@@ -78,3 +78,31 @@ def test_export_refuses_other_domains(tmp_path):
     run = start_run(config_from_dict({"device": "cpu", "agent": {"kind": "objective"}}), "sphere", tmp_path)
     with pytest.raises(ValueError, match="export applies to control runs only"):
         export(run.path, tmp_path / "out")
+
+
+# ---------------------------------------------------------------- the Humanoid agent shipped in the package
+def test_the_shipped_humanoid_agent_loads_acts_and_has_a_gap(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from agents.control.agent import action_box, critic_q, policy_actions
+    from agents.control.domain import DOMAIN as CONTROL
+    from agents.control.gap import episode_states, gap_curve
+
+    record = json.loads((CONTROL.shipped_dir / "humanoid-sac" / "shipped.json").read_text())
+    assert record["env"] == "Humanoid-v5" and record["steps"] > 0 and len(record["evaluation"]["returns"]) >= 20
+    monkeypatch.chdir(tmp_path)
+    result = evaluate("shipped:humanoid-sac", episodes=1)  # the first of the recorded episodes, same seed
+    assert result["variants"]["policy"]["returns"][0] == pytest.approx(record["evaluation"]["returns"][0], rel=1e-3)
+    from agents.registry import load_run_config
+
+    from agents.common.runs import RunDir
+
+    run = RunDir.open(tmp_path / "runs" / "shipped-humanoid-sac")
+    agent = make_agent(load_run_config(run), run)
+    model = agent.load_model()
+    pi = policy_actions(model)
+    states, _ = episode_states("Humanoid-v5", pi, 7, 32, model.device)
+    settings = replace(agent.problem.settings, gap_iterations=60, gap_record_every=20)
+    r = gap_curve(critic_q(model), pi, states, action_box(model), settings, timing_repeats=3)
+    assert r["states"] == 32 and r["informative_states"] > 0 and r["curve"][0]["value_mean"] == -1.0
+    assert r["curve"][-1]["value_mean"] > -1.0  # Adam from the zero action climbs towards the actor's value
