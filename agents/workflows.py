@@ -15,8 +15,11 @@ from agents.registry import DOMAINS, domain_of, load_run_config, make_agent
 
 
 def start_run(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT) -> RunDir:
+    """A new run directory holding the resolved config, under the run's actual name (a taken name gets -2, ...)."""
     run = RunDir.create(name or config.name or "run", root)
+    config.name = run.name
     run.save_config(config)
+    run.record_start(0, config.train.total_steps, [])
     return run
 
 
@@ -55,8 +58,13 @@ def resume(run_path: str | Path, overrides: list[str] | None = None, device: str
         if step is None:
             raise ValueError(f"{str(run.path)!r} has no checkpoint to resume from (its training never reached one); "
                              "start it again with `amortize train` instead")
+        if step >= config.train.total_steps:
+            raise ValueError(f"{str(run.path)!r} has finished: its checkpoint is at step {step} and "
+                             f"train.total_steps={config.train.total_steps}; to train on, give a larger budget, e.g. "
+                             f"amortize train --resume {run.path} train.total_steps={step + config.train.total_steps}")
         removed = run.remove_partial_writes()
         run.save_config(config)
+        run.record_start(step, config.train.total_steps, list(overrides or []))
         print(f"resuming {run.path} from step {step}" + (f" (removed {len(removed)} partial writes)" if removed else ""))
         _train_until_stopped(agent, run, resume=True)
     return run

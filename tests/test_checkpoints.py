@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import shutil
 
 import pytest
 import torch
+import yaml
 
 from agents.common.config import ConfigError
 from agents.common.runs import RunDir, RunInUseError
@@ -123,3 +125,24 @@ def test_a_malformed_sb3_manifest_is_named(tmp_path, manifest):
     (tmp_path / MANIFEST).write_text(manifest)
     with pytest.raises(ValueError, match="manifest.json.*not a checkpoint manifest"):
         read_manifest(tmp_path)
+
+
+def test_a_finished_run_says_so_on_resume_and_its_budgets_are_recorded(tmp_path):
+    cfg = objective_config(20)
+    run = start_run(cfg, "budget", tmp_path)
+    make_agent(cfg, run).train()
+    with pytest.raises(ValueError, match=r"budget' has finished: its checkpoint is at step 20 and train.total_steps=20; "
+                                         r"to train on, give a larger budget, e.g. .*train.total_steps=40"):
+        resume(run.path)
+    resume(run.path, ["train.total_steps=30"])
+    history = json.loads((run.path / "history.json").read_text())
+    assert [(h["from_step"], h["total_steps"], h["overrides"]) for h in history] == [
+        (0, 20, []), (20, 30, ["train.total_steps=30"])]
+
+
+def test_config_yaml_carries_the_runs_actual_name(tmp_path):
+    first = start_run(objective_config(20), "taken", tmp_path)
+    second = start_run(objective_config(20), "taken", tmp_path)
+    assert second.name == "taken-2"
+    assert yaml.safe_load(second.config_path.read_text())["name"] == "taken-2"
+    assert yaml.safe_load(first.config_path.read_text())["name"] == "taken"

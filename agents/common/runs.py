@@ -2,7 +2,8 @@
 
 Layout::
 
-    config.yaml          the resolved config (every default written out)
+    config.yaml          the resolved config (every default written out, the run's actual name)
+    history.json         each start and resume: when, from which step, with which budget
     tb/                  TensorBoard event files (one file per process, steps continue on resume)
     checkpoints/         the latest checkpoint, written atomically, one rolling copy
     model.*              the final trained agent
@@ -19,6 +20,7 @@ import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,7 +34,9 @@ DEFAULT_ROOT = Path("runs")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: what a run directory holds before it has produced anything a user could open or resume: its config and
 #: lock, and the datasets it labels for itself (held-out contexts, regression targets: computed again on demand)
-_BOOKKEEPING = re.compile(r"^(config\.yaml|\.lock|heldout-\d+\.pt|[a-z_]+_dataset\.pt)$")
+_BOOKKEEPING = re.compile(r"^(config\.yaml|history\.json|\.lock|heldout-\d+\.pt|[a-z_]+_dataset\.pt)$")
+#: each start and resume of a run: when, from which step, to which budget
+HISTORY = "history.json"
 #: the run directories this process created, for ``discard_unfinished`` when a command fails
 _created: list[Path] = []
 
@@ -121,6 +125,19 @@ class RunDir:
         """Where a result file goes: ``eval.json``, or ``eval-best.json`` for a tagged run."""
         name = Path(filename)
         return self.path / (f"{name.stem}-{self.results_tag}{name.suffix}" if self.results_tag else filename)
+
+    def record_start(self, step: int, total_steps: int, overrides: list[str]) -> None:
+        """Append to ``history.json`` when and from which step the run (re)started, with which budget and
+        overrides: config.yaml holds the latest budget, the history every one it had."""
+        path = self.path / HISTORY
+        try:
+            history = json.loads(path.read_text()) if path.is_file() else []
+        except ValueError:
+            history = []  # a damaged history is started again rather than blocking the run
+        history.append({"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from_step": int(step),
+                        "total_steps": int(total_steps), "overrides": overrides})
+        text = json.dumps(history, indent=2) + "\n"
+        atomic_write(path, lambda f: f.write(text.encode()))
 
     def write_json(self, filename: str, data: dict[str, Any]) -> Path:
         path = self.result_path(filename)
