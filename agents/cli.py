@@ -71,7 +71,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nwrote {summary['paths']['json']}")
     if summary["paths"]["plots"]:
         print(f"plots: {', '.join(summary['paths']['plots'])}")
-    print(f"TensorBoard: tensorboard --logdir {summary['paths']['tensorboard']}")
+    if any(Path(summary["paths"]["tensorboard"]).rglob("events.out.tfevents.*")):
+        print(f"TensorBoard: tensorboard --logdir {summary['paths']['tensorboard']}")
     return 0
 
 

@@ -54,8 +54,10 @@ def test_objective_agent_learns_and_logs(tmp_path):
     assert scalar_steps(run, "eval_anderson/median_ratio_at_K") == [[10, 20, 30, 40, 50, 60]]
     # residual-vs-iteration curves: median and quartiles over 2K iterations, learned and Anderson
     for method in ("learned", "anderson"):
-        median = run / "tb" / f"residual_vs_iteration_{method}_median"
-        assert scalar_steps(median.parent / median.name, "residual_vs_iteration/" + method, subdir=False) == [list(range(17))]
+        for q in ("q25", "median", "q75"):
+            assert scalar_steps(run, f"residual_vs_iteration/{method}/{q}") == [list(range(17))]
+    # one TensorBoard run per run directory: no folders of events beside the run's own
+    assert [p for p in (run / "tb").iterdir() if p.is_dir()] == []
 
 
 def test_resume_is_bit_for_bit(tmp_path):

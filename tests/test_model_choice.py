@@ -61,6 +61,14 @@ def _schema():
     return SCHEMA
 
 
+def test_tensorboard_holds_the_resolved_config_as_text(objective_run):
+    acc = EventAccumulator(str(objective_run.tensorboard))
+    acc.Reload()
+    (event,) = acc.Tensors("config/text_summary")
+    text = event.tensor_proto.string_val[0].decode()
+    assert "name: objective" in text and "learning_rate: 0.03" in text
+
+
 def test_eval_of_best_and_latest_writes_their_own_results(objective_run, capsys):
     run = objective_run
     final = evaluate(run.path, episodes=1)

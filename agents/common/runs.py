@@ -99,7 +99,11 @@ class RunDir:
         A resumed process continues after its checkpoint's step, but the interrupted one may have logged
         past it: TensorBoard is told to drop those points (from ``resumed_from + 1`` on), while the
         checkpoint step's own points stay. A resumed curve has neither a gap nor a duplicate."""
-        return SummaryWriter(str(self.tensorboard), purge_step=resumed_from + 1 if resumed_from > 0 else None)
+        writer = SummaryWriter(str(self.tensorboard), purge_step=resumed_from + 1 if resumed_from > 0 else None)
+        if self.config_path.is_file():  # the resolved config, readable in TensorBoard's Text tab
+            text = self.config_path.read_text()
+            writer.add_text("config", "\n".join("    " + line for line in text.splitlines()), resumed_from)
+        return writer
 
     @property
     def checkpoints(self) -> Path:

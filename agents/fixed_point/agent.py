@@ -76,13 +76,17 @@ def trace_metrics(trace: fp.FixedPointTrace, steps: int) -> dict[str, float]:
     return out
 
 
+#: the quartiles a curve is logged at, as the last part of its tags
+QUARTILE_TAGS = ("q25", "median", "q75")
+
+
 def log_curves(writer: SummaryWriter, tag: str, trace: fp.FixedPointTrace) -> None:
     """Median and quartiles of log10 residual ratio against the iteration, as TensorBoard scalars."""
     logs = torch.log10(trace.ratios.clamp(min=1e-30)).nan_to_num(nan=math.inf)
     q = torch.quantile(logs.float(), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float32, device=logs.device), dim=0)
     for k in range(logs.shape[1]):
-        writer.add_scalars(f"residual_vs_iteration/{tag}", {"q25": q[0, k].item(), "median": q[1, k].item(),
-                                                            "q75": q[2, k].item()}, k)
+        for i, name in enumerate(QUARTILE_TAGS):  # plain tags: add_scalars would make a TensorBoard run of each
+            writer.add_scalar(f"residual_vs_iteration/{tag}/{name}", q[i, k].item(), k)
 
 
 #: what keeps a fixed-point run's best model: fewer map evaluations to a residual of 1e-4

@@ -86,8 +86,8 @@ def log_objective_curves(writer: SummaryWriter, tag: str, trace: OptimizerTrace)
     ratio = (trace.values / trace.values[:, :1]).nan_to_num(nan=math.inf).float()
     q = torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75], device=ratio.device), dim=0)
     for k in range(ratio.shape[1]):
-        writer.add_scalars(f"objective_vs_step/{tag}", {"q25": q[0, k].item(), "median": q[1, k].item(),
-                                                        "q75": q[2, k].item()}, k)
+        for i, name in enumerate(("q25", "median", "q75")):  # plain tags: add_scalars makes a TensorBoard run of each
+            writer.add_scalar(f"objective_vs_step/{tag}/{name}", q[i, k].item(), k)
 
 
 class _HeldOut:
