@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "QPBatch": "learned_optimizers.qp.problems",
     "generate": "learned_optimizers.qp.problems",
     "load_qp": "learned_optimizers.qp.problems",
+    "RLQP": "learned_optimizers.qp.interface",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -192,11 +192,19 @@ class RLQPSolver:
         # a policy file records the interval it was trained with: the one it knows how to use
         self.settings = settings or RLQPSettings(interval=getattr(policy, "metadata", {}).get("interval", 100))
 
-    def solve(self, problems: list[QP] | QPBatch, device: torch.device | str = "cpu",
-              backend: Literal["dense", "sparse"] = "dense") -> RLQPSolution:
+    def solve(self, problems: list[QP] | QPBatch | QP, device: torch.device | str = "cpu",
+              backend: Literal["dense", "sparse"] = "dense",
+              warm_start: tuple[Any, Any] | None = None) -> RLQPSolution:
+        """Solve a QP or a batch; ``warm_start``: (x, y) of the batch's padded shape (or of the one QP), unscaled,
+        either may be None (OSQP's start: zero)."""
         s = self.settings
         osqp_settings = replace(s.osqp, adaptive_rho=False)
-        batch = OSQPBatch(problems, osqp_settings, device=device, backend=backend)
+        batch = OSQPBatch([problems] if isinstance(problems, QP) else problems, osqp_settings, device=device,
+                          backend=backend)
+        if warm_start is not None:
+            x0, y0 = warm_start
+            batch.warm_start(None if x0 is None else torch.as_tensor(x0).reshape(batch.B, -1),
+                             None if y0 is None else torch.as_tensor(y0).reshape(batch.B, -1))
         t0 = time.perf_counter()
         guard = Safeguard(batch, s)
         batch.advance(s.interval)  # OSQP's start: rho = 0.1 for the first interval
