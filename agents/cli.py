@@ -9,6 +9,24 @@ from pathlib import Path
 from agents.common.cli_args import csv_list
 
 CONFIG_DIR = Path("configs")
+#: the project's own configs, found from any directory (a source checkout or an editable install)
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config(spec: str) -> Path:
+    """A config by path, or by the name of a shipped one: ``sphere_objective`` or ``sphere_objective.yaml``
+    (./configs/ first, then the project's)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+        for folder in (CONFIG_DIR, SHIPPED_CONFIGS):
+            if (folder / name).is_file():
+                return folder / name
+    shipped = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.yaml"))
+    raise FileNotFoundError(f"config {spec!r}: no such file, nor a shipped config of that name; shipped: "
+                            f"{', '.join(shipped) or 'none'} (amortize list)")
 
 
 def _split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
@@ -31,6 +49,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if config_path is None:
         raise ValueError("CONFIG.yaml is required (or --resume RUN_DIR)")
+    config_path = str(resolve_config(config_path))
     if args.device is not None:
         overrides.append(f"device={args.device}")
     if args.seed is not None:
@@ -118,8 +137,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         e = r.get("evaluation", {})
         print(f"  {PREFIX + name:28s} {r.get('agent', '?')} on {r.get('env', '?')}, {r.get('steps', '?')} steps, "
               f"return {e.get('return_mean', float('nan')):.0f} over {e.get('episodes', '?')} episodes")
-    print(f"configs ({args.configs}):")
-    for path in sorted(Path(args.configs).glob("*.yaml")):
+    folder = Path(args.configs) if args.configs else (CONFIG_DIR if CONFIG_DIR.is_dir() else SHIPPED_CONFIGS)
+    print(f"configs ({folder}; `amortize train NAME` takes a path or a shipped name):")
+    for path in sorted(folder.glob("*.yaml")):
         first = path.read_text().splitlines()[:1]
         text = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
         print(f"  {str(path):40s} {text}")
@@ -193,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("list", help="env ids, agent kinds, benchmark families and shipped configs")
-    p.add_argument("--configs", default=str(CONFIG_DIR), help="config folder (default: configs)")
+    p.add_argument("--configs", help="config folder (default: ./configs, else the project's own)")
     p.set_defaults(func=cmd_list)
     return parser
 

@@ -114,3 +114,19 @@ def test_progress_prints_periodic_lines(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("[job] 1/10 steps") and "loss=0.5" in lines[0]
     assert "10/10 steps (100%)" in lines[-1] and "done in" in lines[-1]
+
+
+def test_configs_by_shipped_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    from agents.cli import main, resolve_config
+
+    monkeypatch.chdir(tmp_path)  # no configs/ here
+    assert resolve_config("sphere_objective").name == "sphere_objective.yaml"
+    assert resolve_config("sphere_objective.yaml").is_file()
+    with pytest.raises(FileNotFoundError, match="config 'sphere_objectiv': no such file, nor a shipped config.*sphere_objective"):
+        resolve_config("sphere_objectiv")
+    assert main(["train", "sphere_objective", "device=cpu", "train.total_steps=2", "eval.contexts=8",
+                 "solver.restarts=2", "solver.steps=5", "--root", str(tmp_path / "runs")]) == 0
+    assert (tmp_path / "runs" / "sphere-objective" / "model.pt").is_file()
+    capsys.readouterr()
+    assert main(["list"]) == 0
+    assert "configs/humanoid_sac.yaml" in capsys.readouterr().out
