@@ -146,6 +146,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(text: str) -> str:
+    from agents.common.config import device_argument
+
+    return device_argument(text)
+
+
 def _checkpoint_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", choices=["final", "latest", "best"], default="final",
                    help="which model: final (default; written when training ends), latest (the newest checkpoint's, "
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config file, then dotted overrides such as agent.learning_rate=1e-4")
     p.add_argument("--name", help="run name (default: the config's name or file stem)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
     p.add_argument("--seed", type=int)
     p.add_argument("--root", default="runs", help="where run directories go (default: runs)")
     p.set_defaults(func=cmd_train)
@@ -171,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run in Gymnasium and against the solver; writes eval.json")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, help="Gymnasium episodes (default: the config's eval.episodes)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
     p.add_argument("--semi-amortized", metavar="K[,K...]",
                    help="control runs: also act with pi(x) + K Adam steps on Q (0 = the policy), e.g. 0,10,50")
     p.add_argument("--video", action="store_true", help="control runs: record one episode to an MP4 (headless rendering)")
@@ -183,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def bench_common(fp: argparse.ArgumentParser) -> None:
         fp.add_argument("--name", help="output directory name under runs/")
-        fp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        fp.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
         fp.add_argument("--seed", type=int)
         fp.add_argument("--root", default="runs")
         fp.set_defaults(func=cmd_bench)
@@ -197,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
     p.add_argument("run", metavar="RUN_DIR")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
     _checkpoint_argument(p)
     p.add_argument("--across-training", action="store_true",
                    help="control runs: the gap at every kept snapshot (train.keep_snapshots) -> gap-training.json, "
@@ -208,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--to", required=True, metavar="DIR", help="the folder to write config.yaml, model.zip, shipped.json")
     p.add_argument("--episodes", type=int, default=20, help="deterministic episodes measuring the return (default 20)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
     _checkpoint_argument(p)
     p.set_defaults(func=cmd_export)
 

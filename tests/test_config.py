@@ -31,7 +31,7 @@ def test_shipped_configs_exist():
         ({"agent": {"learning_rate": [1]}}, r"agent\.learning_rate: expected a number"),
         ({"agent": {"learning_rate": 0}}, r"agent\.learning_rate=0\.0 is out of range; allowed: a value > 0"),
         ({"agent": {"kind": "a2c"}}, r"agent\.kind='a2c' is not allowed; allowed: ddpg, fp_objective, fp_regression, l2o_objective, objective, ppo, regression, rlqp_td3, sac, td3"),
-        ({"device": "tpu"}, r"device='tpu' is not allowed; allowed: one of 'auto', 'cpu', 'cuda'"),
+        ({"device": "tpu"}, r"device='tpu' is not allowed; allowed: auto, cpu, cuda or cuda:N"),
         ({"env": "CartPole-v1"}, r"env='CartPole-v1' is not allowed"),
         ({"problem": {"family": "torus"}}, r"problem\.family='torus' is not allowed; allowed: deq, ista, logreg, max_q, mlp, qp, quadratic, robust, scs-huber, scs-lasso, scs-socp, sphere"),
         ({"problem": {"gamma": -1}}, r"problem\.gamma=-1\.0 is out of range; allowed: a value >= 0"),
@@ -98,3 +98,16 @@ def test_a_non_finite_setting_names_its_key(section, key, value):
     raw[section] = {**raw.get(section, {}), key: value}
     with pytest.raises(ConfigError, match=rf"{section}\.{key}=.*(not a finite number)"):
         config_from_dict(raw)
+
+
+def test_device_takes_one_gpu_by_index_and_names_what_is_allowed():
+    from agents.cli import build_parser
+    from agents.common.config import ConfigError
+    from agents.registry import config_from_dict
+
+    assert config_from_dict({"device": "cuda:3", "agent": {"kind": "objective"}}).device == "cuda:3"
+    with pytest.raises(ConfigError, match=r"device='gpu' is not allowed; allowed: auto, cpu, cuda or cuda:N"):
+        config_from_dict({"device": "gpu", "agent": {"kind": "objective"}})
+    assert build_parser().parse_args(["eval", "runs/x", "--device", "cuda:1"]).device == "cuda:1"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["eval", "runs/x", "--device", "cuda:x"])

@@ -130,3 +130,18 @@ def test_configs_by_shipped_name_from_any_directory(tmp_path, monkeypatch, capsy
     capsys.readouterr()
     assert main(["list"]) == 0
     assert "configs/humanoid_sac.yaml" in capsys.readouterr().out
+
+
+def test_an_sb3_budget_that_is_no_multiple_of_n_envs_shows_the_steps_it_takes(tmp_path, capsys):
+    from tiny_runs import SPHERE
+
+    from agents.registry import config_from_dict, make_agent
+    from agents.workflows import start_run
+
+    cfg = config_from_dict({**SPHERE, "agent": {"kind": "td3", "learning_starts": 4, "batch_size": 4, "n_envs": 16,
+                                                 "net_arch": [8], "buffer_size": 64},
+                            "train": {"total_steps": 10, "checkpoint_every": 10, "eval_every": 10, "log_every": 10}})
+    run = start_run(cfg, "td3", tmp_path)
+    make_agent(cfg, run).train()
+    err = capsys.readouterr().err
+    assert "16/16 steps (100%)" in err and "160%" not in err

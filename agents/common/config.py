@@ -25,6 +25,20 @@ from learned_optimizers.common.networks import ACTIVATIONS
 from learned_optimizers.common.settings import SettingsError, check_value, setting
 
 
+#: what ``device`` may say: 'auto' (cuda when there is one), 'cpu', 'cuda' or one GPU 'cuda:N'
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+
+
+def device_argument(text: str) -> str:
+    """argparse type of ``--device``: the same values as the config's ``device``."""
+    import argparse
+    import re
+
+    if not re.fullmatch(DEVICE_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: auto, cpu, cuda or cuda:N")
+    return text
+
+
 class ConfigError(ValueError):
     """A config is malformed; the message names the key and what is allowed."""
 
@@ -114,7 +128,7 @@ class PPOAgentSettings:
 class RunConfig:
     name: str = setting("", doc="default run name (the CLI's --name wins)")
     seed: int = setting(0, ge=0)
-    device: str = setting("auto", choices=("auto", "cpu", "cuda"))
+    device: str = setting("auto", pattern=DEVICE_PATTERN, allowed="auto, cpu, cuda or cuda:N")
     env: str = setting("amortize/Sphere-v0", doc="an env id of the problem family's domain (``amortize list``)")
     problem: Any = None  # the family's settings dataclass, chosen by problem.family
     agent: Any = None  # the agent kind's settings dataclass, chosen by agent.kind

@@ -181,7 +181,10 @@ class SB3Agent(Agent):
         model.set_logger(Logger(str(run.tensorboard), [_TensorBoardFormat(writer)]))
         heldout = self.make_heldout()
         total = cfg.train.total_steps
-        progress = Progress(total, initial=self._start_step, desc=f"{run.name} {cfg.agent.kind}")
+        # SB3 steps all n_envs copies at once: a budget that is no multiple of n_envs ends on the next one
+        n_envs = max(cfg.agent.n_envs, 1)
+        steps = self._start_step + -(-max(total - self._start_step, 0) // n_envs) * n_envs
+        progress = Progress(steps, initial=self._start_step, desc=f"{run.name} {cfg.agent.kind}")
         try:
             if total > self._start_step:
                 model.learn(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Iterable
 
 
@@ -30,10 +31,13 @@ def setting(
     le: float | None = None,
     lt: float | None = None,
     choices: Iterable[Any] | None = None,
+    pattern: str | None = None,
+    allowed: str = "",
     doc: str = "",
 ) -> Any:
-    """A dataclass field with bounds. Mutable defaults (tuples are fine) are not allowed."""
-    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    """A dataclass field with bounds. Mutable defaults (tuples are fine) are not allowed. ``pattern``: a regular
+    expression a string value must match in full, with ``allowed`` saying it in words."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc, "pattern": pattern, "allowed": allowed}
     if choices is not None:
         meta["choices"] = tuple(choices)
     return dataclasses.field(default=default, metadata=meta)
@@ -44,6 +48,8 @@ def describe_bounds(field: dataclasses.Field) -> str:
     meta = field.metadata
     if meta.get("choices") is not None:
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
+    if meta.get("pattern") is not None:
+        return meta.get("allowed") or f"a string matching {meta['pattern']!r}"
     parts = []
     for key, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
         if meta.get(key) is not None:
@@ -59,6 +65,9 @@ def check_value(name: str, value: Any, field: dataclasses.Field) -> None:
     meta = field.metadata
     choices = meta.get("choices")
     if choices is not None and value not in choices:
+        raise SettingsError(f"{name}={value!r} is not allowed; allowed: {describe_bounds(field)}")
+    pattern = meta.get("pattern")
+    if pattern is not None and not (isinstance(value, str) and re.fullmatch(pattern, value)):
         raise SettingsError(f"{name}={value!r} is not allowed; allowed: {describe_bounds(field)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         values: tuple = value if isinstance(value, tuple) else ()
