@@ -14,8 +14,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-#: env id -> one-line description (shown by ``amortize list``); Gymnasium's ids, used as they are
-CONTROL_ENV_IDS: dict[str, str] = {
+#: the MuJoCo ids described by hand; every other Gymnasium MuJoCo v5 id is accepted too (``CONTROL_ENV_IDS``)
+DESCRIBED: dict[str, str] = {
     "Humanoid-v5": "MuJoCo Humanoid (348-D observation, 17 torques in [-0.4, 0.4]): max_u Q(x, u) amortized by an actor",
     "HalfCheetah-v5": "MuJoCo HalfCheetah (17-D observation, 6 torques in [-1, 1])",
     "Hopper-v5": "MuJoCo Hopper (11-D observation, 3 torques in [-1, 1])",
@@ -23,6 +23,20 @@ CONTROL_ENV_IDS: dict[str, str] = {
     "Ant-v5": "MuJoCo Ant (105-D observation, 8 torques in [-1, 1])",
     "Pendulum-v1": "classic-control Pendulum (3-D observation, 1 torque in [-2, 2]): seconds to train, for tests",
 }
+
+
+def _mujoco_ids() -> dict[str, str]:
+    """Every MuJoCo task Gymnasium registers at its current version (v5; v4 is deprecated, with known bugs)."""
+    found = {}
+    for env_id, spec in sorted(gym.registry.items()):
+        entry = spec.entry_point if isinstance(spec.entry_point, str) else ""
+        if entry.startswith("gymnasium.envs.mujoco") and env_id.endswith("-v5"):
+            found[env_id] = f"MuJoCo {env_id.removesuffix('-v5')} (Gymnasium)"
+    return found
+
+
+#: env id -> one-line description (shown by ``amortize list``); Gymnasium's ids, used as they are
+CONTROL_ENV_IDS: dict[str, str] = {**_mujoco_ids(), **DESCRIBED}
 
 #: rendering backends MuJoCo can use without a display, in the order tried
 HEADLESS_GL = ("egl", "osmesa")

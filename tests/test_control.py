@@ -363,3 +363,15 @@ def test_video_of_a_humanoid_episode_is_an_mp4(tmp_path):
     assert path.suffix == ".mp4" and frames.ndim == 4 and frames.shape[-1] == 3
     assert 10 < frames.shape[0] <= 1001
     assert frames.std() > 5  # a rendered scene, not a blank frame
+
+
+def test_any_registered_gymnasium_mujoco_task_is_a_control_env():
+    from envs.control import CONTROL_ENV_IDS, make_control_env
+
+    assert {"Swimmer-v5", "Reacher-v5", "InvertedPendulum-v5", "Humanoid-v5"} <= set(CONTROL_ENV_IDS)
+    assert "Humanoid-v4" not in CONTROL_ENV_IDS
+    cfg = config_from_dict({"device": "cpu", "env": "Swimmer-v5", "problem": {"family": "max_q"}, "agent": {"kind": "sac"}})
+    env = make_control_env(cfg.env)
+    obs, _ = env.reset(seed=0)
+    assert obs.dtype == np.float32 and env.step(env.action_space.sample())[0].shape == obs.shape
+    env.close()
