@@ -152,6 +152,11 @@ def _device(text: str) -> str:
     return device_argument(text)
 
 
+def _format_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["text", "md", "csv"], default="text",
+                   help="how tables print: aligned text (default), Markdown, or CSV")
+
+
 def _checkpoint_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", choices=["final", "latest", "best"], default="final",
                    help="which model: final (default; written when training ends), latest (the newest checkpoint's, "
@@ -182,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="control runs: also act with pi(x) + K Adam steps on Q (0 = the policy), e.g. 0,10,50")
     p.add_argument("--video", action="store_true", help="control runs: record one episode to an MP4 (headless rendering)")
     _checkpoint_argument(p)
+    _format_argument(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("bench", help="learned vs classical vs external solver on one problem family")
@@ -192,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         fp.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
         fp.add_argument("--seed", type=int)
         fp.add_argument("--root", default="runs")
+        _format_argument(fp)
         fp.set_defaults(func=cmd_bench)
 
     from agents.registry import BENCHES
@@ -208,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--across-training", action="store_true",
                    help="control runs: the gap at every kept snapshot (train.keep_snapshots) -> gap-training.json, "
                         "plots/gap-training.png, TensorBoard gap_training/*")
+    _format_argument(p)
     p.set_defaults(func=cmd_gap)
 
     p = sub.add_parser("export", help="control runs: the model's weights, config and evaluation as a shipped run")
@@ -225,9 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.common.config import ConfigError
-    from agents.common.interrupt import TrainingInterrupted
-    from agents.common.runs import RunInUseError, discard_unfinished, forget_created
+    from agents.common.plots import set_table_format
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -237,6 +243,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if args.command == "train":
         args.items = [*args.items, *extra]
+    set_table_format(getattr(args, "format", None) or "text")
+    try:
+        return _run(args)
+    finally:
+        set_table_format("text")
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with its named errors turned into one line and an exit code."""
+    from agents.common.config import ConfigError
+    from agents.common.interrupt import TrainingInterrupted
+    from agents.common.runs import RunInUseError, discard_unfinished, forget_created
+
     forget_created()  # on failure, only the run directories this command creates are candidates for removal
     try:
         return args.func(args)

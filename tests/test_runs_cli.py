@@ -145,3 +145,40 @@ def test_an_sb3_budget_that_is_no_multiple_of_n_envs_shows_the_steps_it_takes(tm
     make_agent(cfg, run).train()
     err = capsys.readouterr().err
     assert "16/16 steps (100%)" in err and "160%" not in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "md", "csv"])
+def test_tables_print_as_text_markdown_or_csv(fmt):
+    import csv
+    import io
+
+    from agents.common.plots import format_table, set_table_format
+
+    rows = [["random", 10, 0.123456, None], ["svm", 5, 2.0, "x"]]
+    set_table_format(fmt)
+    try:
+        text = format_table(["class", "problems", "ratio", "note"], rows)
+    finally:
+        set_table_format("text")
+    if fmt == "csv":
+        assert list(csv.reader(io.StringIO(text))) == [["class", "problems", "ratio", "note"],
+                                                       ["random", "10", "0.1235", "-"], ["svm", "5", "2", "x"]]
+    elif fmt == "md":
+        lines = text.splitlines()
+        assert lines[0] == "| class | problems | ratio | note |" and lines[1] == "|---|---|---|---|"
+        assert lines[2] == "| random | 10 | 0.1235 | - |"
+    else:
+        assert text.splitlines()[2].split() == ["random", "10", "0.1235", "-"]
+    with pytest.raises(ValueError, match="--format 'xls': allowed: text, md, csv"):
+        set_table_format("xls")
+
+
+def test_eval_prints_its_table_as_markdown(tmp_path, capsys):
+    from agents.cli import main
+
+    assert main(["train", "sphere_objective", "device=cpu", "train.total_steps=2", "eval.contexts=8", "solver.restarts=2",
+                 "solver.steps=5", "--name", "md", "--root", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "md"), "--episodes", "1", "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert "|---|" in out
