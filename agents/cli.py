@@ -164,7 +164,9 @@ def _checkpoint_argument(p: argparse.ArgumentParser) -> None:
                         "go to eval-<which>.json / gap-<which>.json")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
+    """The CLI's parser. ``with_benches=False`` leaves out the bench families, whose arguments need every
+    domain imported (torch, gymnasium): ``amortize --help`` and the other verbs start at once without them."""
     parser = argparse.ArgumentParser(prog="amortize", description="Amortized optimization as environment/agent pairs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -201,12 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         _format_argument(fp)
         fp.set_defaults(func=cmd_bench)
 
-    from agents.registry import BENCHES
+    if with_benches:
+        from agents.registry import BENCHES
 
-    for command in BENCHES.values():
-        fp = families.add_parser(command.name, help=command.help)
-        command.add_arguments(fp)
-        bench_common(fp)
+        for command in BENCHES.values():
+            fp = families.add_parser(command.name, help=command.help)
+            command.add_arguments(fp)
+            bench_common(fp)
 
     p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
     p.add_argument("run", metavar="RUN_DIR")
@@ -233,9 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agents.common.plots import set_table_format
+    from agents.common.tables import set_table_format
 
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(with_benches="bench" in words)
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options: `amortize train c.yaml --name x agent.learning_rate=1e-4`
     stray = [e for e in extra if e.startswith("-") or args.command != "train"]

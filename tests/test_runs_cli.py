@@ -152,7 +152,7 @@ def test_tables_print_as_text_markdown_or_csv(fmt):
     import csv
     import io
 
-    from agents.common.plots import format_table, set_table_format
+    from agents.common.tables import format_table, set_table_format
 
     rows = [["random", 10, 0.123456, None], ["svm", 5, 2.0, "x"]]
     set_table_format(fmt)
@@ -182,3 +182,14 @@ def test_eval_prints_its_table_as_markdown(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "md"), "--episodes", "1", "--format", "md"]) == 0
     out = capsys.readouterr().out
     assert "|---|" in out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"]])
+def test_help_starts_without_importing_torch_or_gymnasium(argv):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "agents.cli", *argv], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: amortize" in done.stdout
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not {"torch", "gymnasium", "stable_baselines3", "matplotlib"} & imported

@@ -18,7 +18,8 @@ from agents.common.agent import Agent
 from agents.common.domain import BenchCommand, Domain, DomainRuns
 from agents.common.evaluation import amortization_gap_curve, compare_with_solver, gym_episodes, public
 from agents.common.heldout import heldout_contexts
-from agents.common.plots import format_table, plot_gap_curve, plot_gap_histogram
+from agents.common.plots import plot_gap_curve, plot_gap_histogram
+from agents.common.tables import format_table
 
 #: (path, {label: predictions}, solver optima, title) -> the written PNG
 PredictionPlot = Callable[[Path, dict[str, torch.Tensor], torch.Tensor, str], Path]

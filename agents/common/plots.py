@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,43 +55,6 @@ def plot_gap_curve(path: Path, gap: dict[str, Any], title: str) -> Path:
     return path
 
 
-
-
-#: how ``format_table`` writes: aligned text, a Markdown table, or CSV (``--format``)
-TABLE_FORMATS = ("text", "md", "csv")
-_table_format = ["text"]
-
-
-def set_table_format(fmt: str) -> None:
-    """How every table of this process is written from now on (the CLI's ``--format``)."""
-    if fmt not in TABLE_FORMATS:
-        raise ValueError(f"--format {fmt!r}: allowed: {', '.join(TABLE_FORMATS)}")
-    _table_format[0] = fmt
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str | None = None) -> str:
-    """A table as aligned text (default), Markdown or CSV (floats to 4 significant digits, None as '-')."""
-    fmt = fmt or _table_format[0]
-
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return "-" if v is None else str(v)
-
-    body = [[cell(v) for v in row] for row in rows]
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(headers)
-        writer.writerows(body)
-        return out.getvalue().rstrip("\n")
-    if fmt == "md":
-        return "\n".join(["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-                          *("| " + " | ".join(r) + " |" for r in body)])
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line, sep, *("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body)])
 
 
 def plot_grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> Path:

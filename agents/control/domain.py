@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.common.domain import Domain
-from agents.common.plots import format_table
+from agents.common.tables import format_table
 from agents.control.evaluation import evaluate_control
 from agents.control.export import export_control
 from agents.control.gap import control_gap, control_gap_across_training

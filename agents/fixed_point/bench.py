@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from agents.common.benchmarks import load_trained_agents, problem_identity, require_same_problems
-from agents.common.plots import format_table, plot_residual_curves
+from agents.common.plots import plot_residual_curves
+from agents.common.tables import format_table
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.fixed_point.agent import TOLERANCES, LearnedAccelerator, heldout_fixed_point_contexts, trace_metrics
 from agents.fixed_point.bench_scs import scs_benchmark

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from agents.common.plots import format_table
+from agents.common.tables import format_table
 from agents.common.statistics import reach_statistics, shifted_geometric_mean
 from learned_optimizers.conic.maps import SCSMap
 from learned_optimizers.conic.programs import ConeProgram

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from agents.common.domain import BenchCommand, Domain
-from agents.common.plots import format_table
+from agents.common.tables import format_table
 from agents.fixed_point.agent import evaluate_fixed_point
 from agents.fixed_point.bench import bench_fixed_point
 from agents.fixed_point.kinds import RUNS

@@ -26,7 +26,8 @@ from typing import Any
 import torch
 
 from agents.common.benchmarks import load_trained_agents, problem_identity, require_same_problems
-from agents.common.plots import format_table, plot_quantile_curves
+from agents.common.plots import plot_quantile_curves
+from agents.common.tables import format_table
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.l2o.agent import LearnedOptimizer, heldout_tasks, optimizer_metrics
 from agents.l2o.kinds import RUNS

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from agents.common.domain import BenchCommand, Domain
-from agents.common.plots import format_table
+from agents.common.tables import format_table
 from agents.l2o.agent import evaluate_l2o
 from agents.l2o.bench import bench_l2o
 from agents.l2o.kinds import RUNS

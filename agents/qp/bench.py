@@ -17,7 +17,7 @@ import numpy as np
 import osqp
 import torch
 
-from agents.common.plots import format_table
+from agents.common.tables import format_table
 from agents.common.progress import Progress
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.common.statistics import shifted_geometric_mean

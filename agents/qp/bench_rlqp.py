@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.common.plots import format_table, plot_grouped_bars
+from agents.common.plots import plot_grouped_bars
+from agents.common.tables import format_table
 from agents.common.progress import Progress
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.common.statistics import shifted_geometric_mean

@@ -20,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.common.plots import format_table
+from agents.common.tables import format_table
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.qp.rlqp_td3 import RowReplayBuffer, RowTD3
 from agents.qp.settings import RLQPAgentSettings

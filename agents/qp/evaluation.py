@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.common.plots import format_table, plot_grouped_bars
+from agents.common.plots import plot_grouped_bars
+from agents.common.tables import format_table
 from agents.common.runs import RunDir
 from agents.qp.bench_rlqp import heldout_groups, run_group, summarize
 from learned_optimizers.qp.admm import OSQPSettings

@@ -16,7 +16,8 @@ from typing import Any
 from agents.common.config import config_from_dict
 from agents.common.evaluation import compare_with_solver, public, warm_up_solver
 from agents.common.heldout import heldout_contexts, solve
-from agents.common.plots import format_table, plot_gap_histogram
+from agents.common.plots import plot_gap_histogram
+from agents.common.tables import format_table
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.sphere.kinds import RUNS
 from agents.sphere.plots import plot_sphere_predictions
