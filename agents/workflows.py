@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents.common.config import ConfigError, RunConfig
+from agents.common.best import BestModel
+from agents.common.config import ConfigError, RunConfig, config_to_dict
 from agents.common.agent import MODEL_CHOICES
 from agents.common.domain import EVAL_FLAGS
 from agents.common.shipped import resolve_run
@@ -40,6 +41,10 @@ def _train_until_stopped(agent: Any, run: RunDir, resume: bool) -> None:
         signum = received_signal()
     if signum is not None:
         raise TrainingInterrupted(signum, agent.checkpoint_step(), str(run.path))
+    best = BestModel.record(run)
+    if best is not None:  # the headline figure next to the settings, in TensorBoard's HParams tab
+        run.write_hparams(config_to_dict(agent.config), {f"hparams/best_{best['metric']}": float(best["value"])},
+                          agent.config.train.total_steps)
 
 
 def resume(run_path: str | Path, overrides: list[str] | None = None, device: str | None = None) -> RunDir:

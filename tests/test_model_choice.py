@@ -69,6 +69,21 @@ def test_tensorboard_holds_the_resolved_config_as_text(objective_run):
     assert "name: objective" in text and "learning_rate: 0.03" in text
 
 
+def test_tensorboard_holds_the_settings_and_the_best_figure_as_hparams_in_the_runs_own_folder(objective_run):
+    from agents.workflows import _train_until_stopped
+
+    run = objective_run
+    cfg = run.load_config(_schema())
+    _train_until_stopped(make_agent(cfg, run), run, resume=True)  # the workflow writes them after training
+    acc = EventAccumulator(str(run.tensorboard))
+    acc.Reload()
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(acc.PluginTagToContent("hparams"))
+    best = json.loads((run.path / "best" / "best.json").read_text())
+    (point,) = acc.Scalars("hparams/best_eval/objective_gap")
+    assert point.value == pytest.approx(best["value"], rel=1e-6)
+    assert [p for p in run.tensorboard.iterdir() if p.is_dir()] == []  # one TensorBoard run
+
+
 def test_eval_of_best_and_latest_writes_their_own_results(objective_run, capsys):
     run = objective_run
     final = evaluate(run.path, episodes=1)

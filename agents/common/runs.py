@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from agents.common.config import ConfigSchema, RunConfig, dump_config, load_config
 from learned_optimizers.common.files import atomic_write, read_model_file, save_model_file
@@ -104,6 +105,17 @@ class RunDir:
             text = self.config_path.read_text()
             writer.add_text("config", "\n".join("    " + line for line in text.splitlines()), resumed_from)
         return writer
+
+    def write_hparams(self, config: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """The run's settings and headline figures in TensorBoard's HParams tab, written into the run's own
+        event folder (``add_hparams`` would make a TensorBoard run of its own)."""
+        flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in _flatten(config).items()}
+        experiment, start, end = hparams(flat, metrics)
+        with SummaryWriter(str(self.tensorboard)) as writer:
+            for summary in (experiment, start, end):
+                writer.file_writer.add_summary(summary)
+            for tag, value in metrics.items():
+                writer.add_scalar(tag, value, step)
 
     @property
     def checkpoints(self) -> Path:
@@ -223,6 +235,16 @@ def discard_unfinished() -> list[Path]:
             removed.append(path)
     _created.clear()
     return removed
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _json_default(obj: Any) -> Any:
