@@ -21,8 +21,8 @@ MAX_POINTS = 20
 
 def plot_gap_histogram(path: Path, gaps: dict[str, np.ndarray], title: str) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label, g in gaps.items():
-        ax.hist(np.clip(g, 1e-6, None), bins=np.logspace(-6, 1, 40), alpha=0.5, label=label)
+    for label, g in gaps.items():  # outlines: filled histograms on one axis blend into each other
+        ax.hist(np.clip(g, 1e-6, None), bins=np.logspace(-6, 1, 40), histtype="step", linewidth=1.6, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("f(model) - f(solver)  (clipped at 1e-6)")
     ax.set_ylabel("contexts")
@@ -46,10 +46,12 @@ def plot_gap_curve(path: Path, gap: dict[str, Any], title: str) -> Path:
         ax.axhline(gap["model_value_mean"], ls="--", color="k", label="amortized model")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("mean objective")
-    axes[1].axvline(gap["model_seconds"], ls=":", color="gray")
-    axes[0].legend(fontsize=8)
+    axes[1].set_xscale("log")  # the model's one pass and the solver's seconds lie orders of magnitude apart
+    axes[1].axvline(gap["model_seconds"], ls=":", color="gray", label="the model's time")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3)  # below the axes, never over the data
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

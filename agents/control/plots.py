@@ -37,9 +37,10 @@ def plot_control_gap(path: Path, gap: dict[str, Any], title: str) -> Path:
     axes[1].axvline(gap["policy_seconds"], ls="--", color="tab:red", label="the policy's time")
     if gap.get("seconds_to_policy"):
         axes[1].axvline(gap["seconds_to_policy"], ls="-.", color="tab:green", label=f"Adam reaches {gap['reach_level']}")
-    axes[1].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3)  # below the axes, never over the curves
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -56,7 +57,7 @@ def plot_gap_across_training(path: Path, result: dict[str, Any], title: str) -> 
     ax.axhline(0.0, ls="--", color="k", label="the actor (one forward pass)")
     ax.set_xlabel("training step")
     ax.set_ylabel("normalized Q value (unclamped)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best", framealpha=0.6)
     ax = axes[1]
     reached = [p for p in points if p["speedup"] is not None]
     ax.plot([p["step"] for p in reached], [p["speedup"] for p in reached], "o-", color="tab:green")
