@@ -193,3 +193,11 @@ def test_help_starts_without_importing_torch_or_gymnasium(argv):
     assert done.returncode == 0 and "usage: amortize" in done.stdout
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert not {"torch", "gymnasium", "stable_baselines3", "matplotlib"} & imported
+
+
+def test_shares_have_denominators_and_ratios_say_fewer_or_more():
+    from agents.common.tables import fewer_or_more, fraction
+
+    assert fraction(12, 15) == "12/15 (80%)" and fraction(0, 0) == "0/0"
+    assert fewer_or_more(1.65) == "1.65x fewer iterations"
+    assert fewer_or_more(0.84) == "1.19x more iterations"

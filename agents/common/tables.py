@@ -43,3 +43,16 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line, sep, *("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body)])
+
+
+def fraction(count: int, total: int) -> str:
+    """'12/15 (80%)': a share with its denominator, so it never reads as a count."""
+    return f"{count}/{total} ({100.0 * count / total:.0f}%)" if total else "0/0"
+
+
+def fewer_or_more(ratio: float, unit: str = "iterations") -> str:
+    """A ratio baseline/ours as words: '1.65x fewer iterations', or '1.19x more iterations' below 1."""
+    if not ratio or ratio != ratio:
+        return "-"
+    words = f"{ratio:.2f}x fewer" if ratio >= 1.0 else f"{1.0 / ratio:.2f}x more"
+    return f"{words} {unit}".rstrip()
