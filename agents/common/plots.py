@@ -59,17 +59,23 @@ def plot_gap_curve(path: Path, gap: dict[str, Any], title: str) -> Path:
 
 
 
-def plot_grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str) -> Path:
-    """One bar per series in each group (e.g. iterations of two solvers per problem class)."""
+def plot_grouped_bars(path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+                      labels: dict[str, list[str]] | None = None) -> Path:
+    """One bar per series in each group (e.g. iterations of two solvers per problem class); ``labels``: a text
+    above each bar (e.g. its solved count), per series."""
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(groups) + 2), 4.5))
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
     for k, (label, values) in enumerate(series.items()):
-        ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=label)
+        bars = ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=label)
+        if labels and label in labels:
+            ax.bar_label(bars, labels[label], fontsize=6, rotation=90, padding=2)
     ax.set_xticks(x, groups, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
     ax.set_yscale("log")
-    ax.set_title(title)
+    top = max((v for values in series.values() for v in values if v == v and v > 0), default=1.0)
+    ax.set_ylim(top=top * (2.0 if labels else 1.3))  # room for the labels above the tallest bar
+    ax.set_title(title, fontsize=10)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -204,7 +204,12 @@ def bench_rlqp(
     plot = plot_grouped_bars(out_dir.plots / "rlqp_iterations.png", list(summary),
                              {"real osqp": [s["osqp_sgm_iter"] for s in summary.values()],
                               "RLQP": [s["rlqp_sgm_iter"] for s in summary.values()]},
-                             "shifted geometric mean of ADMM iterations", f"RLQP vs real osqp (eps {eps:g})")
+                             "shifted geometric mean of ADMM iterations",
+                             f"{out_dir.name}: RLQP vs real osqp (eps {eps:g}); above the bars: solved/problems",
+                             labels={"real osqp": [f"{round(s['osqp_solved'] * s['problems'])}/{s['problems']}"
+                                                   for s in summary.values()],
+                                     "RLQP": [f"{round(s['rlqp_solved'] * s['problems'])}/{s['problems']}"
+                                              for s in summary.values()]})
     path = out_dir.write_json("bench.json", result)
     result["paths"] = {"json": str(path), "plots": [str(plot)], "tensorboard": str(out_dir.path)}
     return result
