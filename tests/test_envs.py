@@ -112,3 +112,18 @@ def test_vector_env_seeding_is_reproducible():
     a, _ = make_vec(3).reset(seed=42)
     b, _ = make_vec(3).reset(seed=42)
     torch.testing.assert_close(a, b)
+
+
+def test_gymnasiums_vector_wrappers_apply_through_torch_to_numpy():
+    import gymnasium as gym
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    from envs.common.vector import TorchToNumpy
+
+    venv = gym.make_vec("amortize/Sphere-v0", num_envs=4, vectorization_mode="vector_entry_point", device="cpu")
+    wrapped = RecordEpisodeStatistics(TorchToNumpy(venv))
+    obs, _ = wrapped.reset(seed=0)
+    assert isinstance(obs, np.ndarray) and obs.shape == (4, venv.single_observation_space.shape[0])
+    _, rewards, terminated, _, info = wrapped.step(wrapped.action_space.sample())
+    assert isinstance(rewards, np.ndarray) and terminated.all()  # one-step episodes
+    np.testing.assert_allclose(info["episode"]["r"], rewards, rtol=1e-6)

@@ -140,3 +140,27 @@ class SingleInstanceEnv(gym.Env):
     def step_info(self, info: dict[str, Any]) -> dict[str, Any]:
         """The first row of the batched info, as plain values."""
         raise NotImplementedError
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_numpy(v) for v in value)
+    return value
+
+
+class TorchToNumpy(gym.vector.VectorWrapper):
+    """A torch vector env as Gymnasium's own vector envs look: observations, rewards, flags and infos as numpy
+    arrays (actions may be numpy already), so Gymnasium's vector wrappers apply on top, e.g.
+    ``RecordEpisodeStatistics(TorchToNumpy(gym.make_vec(...)))``. They do numpy arithmetic on what ``step``
+    returns, and fail on the torch tensors of the env itself."""
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return _to_numpy(obs), _to_numpy(info)
+
+    def step(self, actions: Any):
+        return tuple(_to_numpy(v) for v in self.env.step(actions))
