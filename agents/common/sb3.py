@@ -288,12 +288,13 @@ class SB3Agent(Agent):
         complete = complete_checkpoints(self.run.checkpoints)
         return read_manifest(complete[-1])["step"] if complete else None
 
-    def train_seconds_of_model(self) -> float:
-        """The wall-clock of training that produced the chosen model (0 where it was not recorded)."""
+    def train_seconds_of_model(self) -> float | None:
+        """The wall-clock of training that produced the chosen model (None where it was not recorded)."""
         if self.model_choice == "best":
-            return float((BestModel.record(self.run) or {}).get("train_seconds", 0.0))
+            seconds = (BestModel.record(self.run) or {}).get("train_seconds")
+            return None if seconds is None else float(seconds)
         complete = complete_checkpoints(self.run.checkpoints)
-        return read_manifest(complete[-1])["train_seconds"] if complete else 0.0
+        return read_manifest(complete[-1])["train_seconds"] if complete else None
 
     def export_model(self, path: Path) -> None:
         """The chosen model's weights as an SB3 zip with fresh optimizer states and no replay buffer: a few MB

@@ -28,14 +28,15 @@ def export_control(agent: ControlAgent, directory: Path, episodes: int) -> dict[
     model = agent.load_model()
     result = run_episodes(config.env, policy_actions(model), None, episodes, config.eval.seed, model.device,
                           desc=f"{run.name} export")
+    seconds = agent.train_seconds_of_model()
     record = {
         "name": directory.name,
         "env": config.env,
         "agent": config.agent.kind,
         "model": agent.model_choice,
         "steps": agent.model_step(),
-        "train_seconds": round(agent.train_seconds_of_model(), 1),
-        "train_hours": round(agent.train_seconds_of_model() / 3600.0, 2),
+        "train_seconds": None if seconds is None else round(seconds, 1),
+        "train_hours": None if seconds is None else round(seconds / 3600.0, 2),
         "evaluation": {"episodes": episodes, "seed": config.eval.seed, "deterministic": True,
                        **{k: result[k] for k in ("return_mean", "return_std", "return_stderr", "length_mean", "returns")}},
         "best_evaluation": BestModel.record(run),
