@@ -87,7 +87,7 @@ def plot_grouped_bars(path: Path, groups: list[str], series: dict[str, list[floa
 def plot_quantile_curves(path: Path, curves: dict[str, torch.Tensor], marker_step: int, marker_label: str, title: str,
                          xlabel: str, ylabel: str, hlines: Sequence[float] = ()) -> Path:
     """Median (line) and quartiles (band) over rows of each (rows, steps + 1) curve against the step, log scale."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     for label, r in curves.items():
         logs = torch.log10(r.double().clamp(min=1e-30)).nan_to_num(nan=np.inf).cpu()
         q = torch.quantile(logs.clamp(max=10), torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=0).numpy()
@@ -101,7 +101,7 @@ def plot_quantile_curves(path: Path, curves: dict[str, torch.Tensor], marker_ste
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: many curves, no data hidden
     ax.grid(True, alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
