@@ -62,7 +62,7 @@ def plot_gap_across_training(path: Path, result: dict[str, Any], title: str) -> 
     reached = [p for p in points if p["speedup"] is not None]
     ax.plot([p["step"] for p in reached], [p["speedup"] for p in reached], "o-", color="tab:green")
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"speedup: Adam's time to reach {result['reach_level']} / the actor's")
+    ax.set_ylabel(f"speedup (Adam to {result['reach_level']} / actor)")
     ax.set_yscale("log")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
