@@ -48,10 +48,15 @@ def plot_gap_curve(path: Path, gap: dict[str, Any], title: str) -> Path:
         ax.set_ylabel("mean objective")
     axes[1].set_xscale("log")  # the model's one pass and the solver's seconds lie orders of magnitude apart
     axes[1].axvline(gap["model_seconds"], ls=":", color="gray", label="the model's time")
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=3)  # below the axes, never over the data
+    return save_with_legend_below(fig, axes[1], path, title, fontsize=8, bottom=0.08)
+
+
+def save_with_legend_below(fig, ax, path: Path, title: str, fontsize: int = 8, bottom: float = 0.1) -> Path:
+    """``ax``'s legend below the axes (never over the curves), the title on top; saved and closed."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=fontsize, loc="lower center", ncol=3)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from agents.common.plots import save_with_legend_below  # noqa: E402
+
 
 def plot_control_gap(path: Path, gap: dict[str, Any], title: str) -> Path:
     """Adam's normalized max-Q value vs iterations and vs seconds (log), the policy dashed at 0.
@@ -37,13 +39,7 @@ def plot_control_gap(path: Path, gap: dict[str, Any], title: str) -> Path:
     axes[1].axvline(gap["policy_seconds"], ls="--", color="tab:red", label="the policy's time")
     if gap.get("seconds_to_policy"):
         axes[1].axvline(gap["seconds_to_policy"], ls="-.", color="tab:green", label=f"Adam reaches {gap['reach_level']}")
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=3)  # below the axes, never over the curves
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_with_legend_below(fig, axes[1], path, title, fontsize=7, bottom=0.12)
 
 
 def plot_gap_across_training(path: Path, result: dict[str, Any], title: str) -> Path:
