@@ -7,11 +7,10 @@ from typing import Any
 
 from agents.common.best import BestModel
 from agents.common.config import ConfigError, RunConfig, config_to_dict
-from agents.common.agent import MODEL_CHOICES
-from agents.common.domain import EVAL_FLAGS
-from agents.common.shipped import resolve_run
+from agents.common.domain import EVAL_FLAGS, Domain
 from agents.common.interrupt import TrainingInterrupted, graceful_stop, received_signal
 from agents.common.runs import DEFAULT_ROOT, RunDir
+from agents.common.shipped import resolve_run
 from agents.registry import DOMAINS, domain_of, load_run_config, make_agent
 
 
@@ -84,13 +83,19 @@ def _open(run_path: str | Path, device: str | None) -> tuple[RunDir, RunConfig]:
     return run, config
 
 
+def _refuse(run: RunDir, config: RunConfig, domain: Domain, what: str, offers) -> None:
+    """``what`` is offered by the domains where ``offers(domain)`` holds: name them, and this run's family."""
+    homes = [d.name for d in DOMAINS if offers(d)]
+    verb = "apply" if what.count("--") > 1 else "applies"
+    raise ValueError(f"{run.path}: {what} {verb} to {' and '.join(homes) or 'no'} runs only, "
+                     f"not to problem.family={config.problem_family!r} ({domain.name})")
+
+
 def _agent_for(config: RunConfig, run: RunDir, checkpoint: str) -> Any:
     """The run's agent reading the ``final``, ``latest`` or ``best`` model; results of a model other than the
     final one are written as eval-<checkpoint>.json, gap-<checkpoint>.json."""
-    if checkpoint not in MODEL_CHOICES:
-        raise ValueError(f"--checkpoint {checkpoint!r}: allowed: {', '.join(MODEL_CHOICES)}")
     agent = make_agent(config, run.tagged(None if checkpoint == "final" else checkpoint))
-    agent.use_model(checkpoint)
+    agent.use_model(checkpoint)  # an unknown choice is a named error
     agent.model_dir  # a missing checkpoint or best model is a named error before any work
     return agent
 
@@ -104,11 +109,8 @@ def evaluate(run_path: str | Path, episodes: int | None = None, device: str | No
     given = {"semi_amortized": semi_amortized, "video": video}
     refused = [f for f in EVAL_FLAGS if given[f] and f not in domain.eval_flags]
     if refused:
-        flags = " and ".join(f"--{f.replace('_', '-')}" for f in refused)
-        verb = "apply" if len(refused) > 1 else "applies"
-        homes = [d.name for d in DOMAINS if set(refused) <= set(d.eval_flags)]
-        raise ValueError(f"{run.path}: {flags} {verb} to {' and '.join(homes) or 'no'} runs only, "
-                         f"not to problem.family={config.problem_family!r} ({domain.name})")
+        _refuse(run, config, domain, " and ".join(f"--{f.replace('_', '-')}" for f in refused),
+                lambda d: set(refused) <= set(d.eval_flags))
     flags = {f: given[f] for f in domain.eval_flags}
     agent = _agent_for(config, run, checkpoint)
     result = domain.evaluate(agent, episodes or config.eval.episodes, **flags)
@@ -128,9 +130,7 @@ def gap(run_path: str | Path, device: str | None = None, checkpoint: str = "fina
         raise ValueError(f"{run.path}: {domain.no_gap}")
     if across_training:
         if domain.gap_across_training is None:
-            homes = [d.name for d in DOMAINS if d.gap_across_training is not None]
-            raise ValueError(f"{run.path}: --across-training applies to {' and '.join(homes)} runs only, "
-                             f"not to problem.family={config.problem_family!r} ({domain.name})")
+            _refuse(run, config, domain, "--across-training", lambda d: d.gap_across_training is not None)
         if checkpoint != "final":
             raise ValueError("--across-training measures every kept snapshot; it takes no --checkpoint")
         result = domain.gap_across_training(make_agent(config, run))
@@ -150,9 +150,7 @@ def export(run_path: str | Path, to: str | Path, checkpoint: str = "final", epis
     run, config = _open(run_path, device)
     domain = domain_of(config)
     if domain.export is None:
-        homes = [d.name for d in DOMAINS if d.export is not None]
-        raise ValueError(f"{run.path}: export applies to {' and '.join(homes)} runs only, "
-                         f"not to problem.family={config.problem_family!r} ({domain.name})")
+        _refuse(run, config, domain, "export", lambda d: d.export is not None)
     return domain.export(_agent_for(config, run, checkpoint), Path(to), episodes)
 
 

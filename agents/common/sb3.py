@@ -230,11 +230,16 @@ class SB3Agent(Agent):
                                     "(train.checkpoint_every)")
         return complete[-1]
 
+    def newest_manifest(self) -> dict[str, Any] | None:
+        """The manifest of the newest complete checkpoint (step, counters, training seconds), or None."""
+        complete = complete_checkpoints(self.run.checkpoints)
+        return read_manifest(complete[-1]) if complete else None
+
     def checkpoint_step(self) -> int | None:
         ckpts = self.run.checkpoints
-        complete = complete_checkpoints(ckpts)
-        if complete:
-            return read_manifest(complete[-1])["step"]
+        manifest = self.newest_manifest()
+        if manifest is not None:
+            return manifest["step"]
         if (ckpts / LEGACY_MODEL).is_file() and (ckpts / LEGACY_STATE).is_file():
             return _legacy_step(ckpts / LEGACY_STATE)
         return None
@@ -285,16 +290,16 @@ class SB3Agent(Agent):
         if self.model_choice == "best":
             record = BestModel.record(self.run)
             return None if record is None else int(record["step"])
-        complete = complete_checkpoints(self.run.checkpoints)
-        return read_manifest(complete[-1])["step"] if complete else None
+        manifest = self.newest_manifest()
+        return None if manifest is None else manifest["step"]
 
     def train_seconds_of_model(self) -> float | None:
         """The wall-clock of training that produced the chosen model (None where it was not recorded)."""
         if self.model_choice == "best":
             seconds = (BestModel.record(self.run) or {}).get("train_seconds")
             return None if seconds is None else float(seconds)
-        complete = complete_checkpoints(self.run.checkpoints)
-        return read_manifest(complete[-1])["train_seconds"] if complete else None
+        manifest = self.newest_manifest()
+        return None if manifest is None else manifest["train_seconds"]
 
     def export_model(self, path: Path) -> None:
         """The chosen model's weights as an SB3 zip with fresh optimizer states and no replay buffer: a few MB

@@ -44,7 +44,7 @@ def resolve_run(spec: str | Path, folders: Iterable[Path], root: str | Path = DE
                                 f"{', '.join(PREFIX + n for n in runs) or 'none'}")
     source, target = runs[name], Path(root) / f"shipped-{name}"
     files = sorted(p.name for p in source.iterdir() if p.is_file())
-    if not target.is_dir() or any(_digest(source / f) != _digest(target / f) for f in files):
+    if not target.is_dir() or any(file_digest(source / f) != file_digest(target / f) for f in files):
         target.mkdir(parents=True, exist_ok=True)
         for f in files:
             shutil.copyfile(source / f, target / f)
@@ -58,7 +58,8 @@ def read_record(run_path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _digest(path: Path) -> str | None:
+def file_digest(path: Path) -> str | None:
+    """The file's sha256 (recorded in shipped.json, compared before a shipped run is copied again); None if absent."""
     if not path.is_file():
         return None
     return hashlib.sha256(path.read_bytes()).hexdigest()

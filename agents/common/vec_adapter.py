@@ -13,15 +13,10 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-
-def to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+from envs.common.vector import to_numpy
 
 
 class SB3VecEnvAdapter(VecEnv):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from agents.common.best import BestModel
 from agents.common.sb3 import MODEL_FILE
-from agents.common.shipped import RECORD
+from agents.common.shipped import RECORD, file_digest
 from agents.control.agent import ControlAgent, policy_actions
 from agents.control.evaluation import run_episodes
 
@@ -40,7 +39,7 @@ def export_control(agent: ControlAgent, directory: Path, episodes: int) -> dict[
         "evaluation": {"episodes": episodes, "seed": config.eval.seed, "deterministic": True,
                        **{k: result[k] for k in ("return_mean", "return_std", "return_stderr", "length_mean", "returns")}},
         "best_evaluation": BestModel.record(run),
-        "sha256": {f: hashlib.sha256((directory / f).read_bytes()).hexdigest() for f in (MODEL_FILE, "config.yaml")},
+        "sha256": {f: file_digest(directory / f) for f in (MODEL_FILE, "config.yaml")},
         "bytes": (directory / MODEL_FILE).stat().st_size,
     }
     (directory / RECORD).write_text(json.dumps(record, indent=2) + "\n")

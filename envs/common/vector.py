@@ -142,13 +142,21 @@ class SingleInstanceEnv(gym.Env):
         raise NotImplementedError
 
 
-def _to_numpy(value: Any) -> Any:
+def to_numpy(x: Any) -> np.ndarray:
+    """A tensor (on any device) or array-like as a numpy array."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_numpy_tree(value: Any) -> Any:
+    """Every tensor inside dicts, lists and tuples as a numpy array; other values as they are."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        return to_numpy(value)
     if isinstance(value, dict):
-        return {k: _to_numpy(v) for k, v in value.items()}
+        return {k: to_numpy_tree(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_to_numpy(v) for v in value)
+        return type(value)(to_numpy_tree(v) for v in value)
     return value
 
 
@@ -160,7 +168,7 @@ class TorchToNumpy(gym.vector.VectorWrapper):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         obs, info = self.env.reset(seed=seed, options=options)
-        return _to_numpy(obs), _to_numpy(info)
+        return to_numpy_tree(obs), to_numpy_tree(info)
 
     def step(self, actions: Any):
-        return tuple(_to_numpy(v) for v in self.env.step(actions))
+        return tuple(to_numpy_tree(v) for v in self.env.step(actions))
