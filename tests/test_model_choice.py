@@ -93,6 +93,7 @@ def test_eval_of_best_and_latest_writes_their_own_results(objective_run, capsys)
     assert saved["model"] == "best" and "model" not in json.loads((run.path / "eval.json").read_text())
     assert main(["gap", str(run.path), "--checkpoint", "latest"]) == 0
     assert json.loads((run.path / "gap-latest.json").read_text())["model"] == "latest"
+    assert (run.plots / "gap-latest.png").is_file() and (run.plots / "objective_gap-best.png").is_file()
     assert "gap-latest.json" in capsys.readouterr().out
 
 

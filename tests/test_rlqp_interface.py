@@ -84,10 +84,19 @@ def test_the_tolerance_defaults_to_the_policys_training_tolerance(qp):
     solver.setup(qp.P, qp.q, qp.A, qp.l, qp.u)
     trained = solver.policy.metadata["eps"]
     assert solver.settings.osqp.eps_abs == solver.settings.osqp.eps_rel == trained
-    tight = solver.solve()
-    solver.update_settings(eps_abs=1e-3, eps_rel=1e-3)
-    loose = solver.solve()
-    assert solver.settings.osqp.eps_abs == 1e-3 and loose.info.iter <= tight.info.iter and loose.info.status == "solved"
+
+
+def test_update_settings_changes_the_solve_as_a_setup_with_those_settings_would():
+    qp = generate("random", 30, seed=1)  # a problem whose iterations differ between the two tolerances
+    tight, loose = RLQP(), RLQP()
+    tight.setup(qp.P, qp.q, qp.A, qp.l, qp.u, eps_abs=1e-8, eps_rel=1e-8)
+    loose.setup(qp.P, qp.q, qp.A, qp.l, qp.u, eps_abs=1e-3, eps_rel=1e-3)
+    strict = tight.solve().info.iter
+    tight.update_settings(eps_abs=1e-3, eps_rel=1e-3)
+    relaxed = tight.solve()
+    assert relaxed.info.status == "solved" and relaxed.info.iter == loose.solve().info.iter < strict
+    with pytest.raises(ValueError, match=r"unknown settings \['tol'\]"):
+        tight.update_settings(tol=1e-3)
 
 
 def test_the_batched_solver_takes_a_single_qp(qp):
@@ -108,6 +117,14 @@ def test_bad_input_is_named(qp):
         solver.setup(qp.P, np.ones(3), qp.A, qp.l, qp.u)
     with pytest.raises(QPValidationError, match="l > u at row 0"):
         solver.setup(qp.P, qp.q, qp.A, qp.u + 1.0, qp.u)
+    solver.setup(qp.P, qp.q, qp.A, qp.l, qp.u)
+    with pytest.raises(QPValidationError, match="x contains NaN or inf"):
+        solver.warm_start(x=np.full(qp.n, np.nan))
+    with pytest.raises(QPValidationError, match="y must have 150 entries, got 2"):
+        solver.warm_start(y=np.zeros(2))
+    with pytest.raises(QPValidationError, match="q contains NaN"):
+        solver.update(q=np.full(qp.n, np.nan))
+    assert solver.solve().info.status == "solved"  # the refused update left the problem as it was
     bad = qp.P.toarray()
     bad[0, 1] += 1.0  # full but not symmetric
     with pytest.raises(QPValidationError, match="P must be symmetric"):

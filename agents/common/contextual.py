@@ -36,9 +36,9 @@ def evaluate(agent: Agent, episodes: int, plot_predictions: PredictionPlot | Non
     result = {"run": run.name, "agent": config.agent.kind, "gymnasium": episodes_result, "vs_solver": public(comparison)}
     run.write_json("eval.json", result)
     hist = {config.agent.kind: comparison["_gap"]}
-    plots = [plot_gap_histogram(run.plots / "objective_gap.png", hist, f"{config.env}: amortization gap on held-out contexts")]
+    plots = [plot_gap_histogram(run.plot_path("objective_gap.png"), hist, f"{config.env}: amortization gap on held-out contexts")]
     if plot_predictions is not None:
-        plots.append(plot_predictions(run.plots / f"{agent.problem.family}.png", {config.agent.kind: comparison["_y_model"]},
+        plots.append(plot_predictions(run.plot_path(f"{agent.problem.family}.png"), {config.agent.kind: comparison["_y_model"]},
                                       comparison["_y_solver"], "predictions vs solver optima (held-out)"))
     result["plots"] = [str(p) for p in plots]
     return result
@@ -62,13 +62,12 @@ def gap(agent: Agent) -> dict[str, Any]:
     run = agent.run
     result = amortization_gap_curve(agent.problem, agent.load_predictor(), agent.config, agent.device)
     run.write_json("gap.json", result)
-    plot = plot_gap_curve(run.plots / "gap.png", result, f"{run.name}: solving from scratch vs the amortized model")
+    plot = plot_gap_curve(run.plot_path("gap.png"), result, f"{run.name}: solving from scratch vs the amortized model")
     with SummaryWriter(str(run.tensorboard / "gap")) as writer:
         for point in result["curve"]:
             writer.add_scalar("gap/solver_value_mean", point["value_mean"], point["iteration"])
             writer.add_scalar("gap/model_value_mean", result["model_value_mean"], point["iteration"])
     result["plot"] = str(plot)
-    result["json"] = str(Path(run.path) / "gap.json")
     return result
 
 

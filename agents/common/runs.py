@@ -137,10 +137,15 @@ class RunDir:
         """The same run, its results named for the model they measure (None: the final model)."""
         return RunDir(self.path, tag)
 
-    def result_path(self, filename: str) -> Path:
-        """Where a result file goes: ``eval.json``, or ``eval-best.json`` for a tagged run."""
+    def result_path(self, filename: str, folder: Path | None = None) -> Path:
+        """Where a result file goes (the run's folder, or ``folder``): ``eval.json``, or ``eval-best.json``
+        for a tagged run."""
         name = Path(filename)
-        return self.path / (f"{name.stem}-{self.results_tag}{name.suffix}" if self.results_tag else filename)
+        return (folder or self.path) / (f"{name.stem}-{self.results_tag}{name.suffix}" if self.results_tag else filename)
+
+    def plot_path(self, filename: str) -> Path:
+        """Where a figure goes: ``plots/gap.png``, or ``plots/gap-best.png`` for a tagged run."""
+        return self.result_path(filename, self.plots)
 
     def record_start(self, step: int, total_steps: int, overrides: list[str]) -> None:
         """Append to ``history.json`` when and from which step the run (re)started, with which budget and

@@ -114,7 +114,7 @@ def control_gap(agent: ControlAgent) -> dict[str, Any]:
     result = {"run": run.name, "agent": config.agent.kind, "env": config.env, "seed": config.eval.seed, "episodes": episodes,
               **gap_curve(critic_q(model), pi, states, action_box(model), settings, config.eval.timing_repeats)}
     run.write_json("gap.json", result)
-    result["plot"] = str(plot_control_gap(run.plots / "gap.png", result,
+    result["plot"] = str(plot_control_gap(run.plot_path("gap.png"), result,
                                           f"{run.name}: Adam solving max_u Q from the zero action vs the {config.agent.kind} actor"))
     with SummaryWriter(str(run.tensorboard / "gap")) as writer:
         for p in result["curve"]:

@@ -52,7 +52,7 @@ def evaluate_rlqp(run: RunDir, config, policy_path, episodes: int, device: torch
     result = {"run": run.name, "agent": config.agent.kind, "policy": str(policy_path), "gymnasium": gym_result,
               "vs_osqp": summary}
     run.write_json("eval.json", result)
-    plot = plot_grouped_bars(run.plots / "rlqp_iterations.png", list(summary),
+    plot = plot_grouped_bars(run.plot_path("rlqp_iterations.png"), list(summary),
                              {"real osqp": [s["osqp_sgm_iter"] for s in summary.values()],
                               "RLQP": [s["rlqp_sgm_iter"] for s in summary.values()]},
                              "shifted geometric mean of ADMM iterations", f"{run.name}: held-out problems (eps {eps:g})")

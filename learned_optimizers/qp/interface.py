@@ -76,6 +76,12 @@ def _as_vector(v: Any, name: str, size: int) -> np.ndarray:
     return array
 
 
+def _finite(v: np.ndarray | None, name: str) -> np.ndarray | None:
+    if v is not None and not np.all(np.isfinite(v)):
+        raise QPValidationError(f"{name} contains NaN or inf; a warm start must be finite")
+    return v
+
+
 def full_symmetric(P: sp.csc_matrix) -> sp.csc_matrix:
     """P from its upper triangle (osqp's form) or as given when already symmetric."""
     if sp.tril(P, k=-1).nnz == 0:  # upper triangular: mirror it
@@ -123,27 +129,26 @@ class RLQP:
         self._setup_seconds = time.perf_counter() - started
 
     def update(self, q: Any = None, l: Any = None, u: Any = None, Px: Any = None, Ax: Any = None) -> None:
-        """New data with the setup's sparsity: vectors q, l, u; Px, Ax the nonzeros of P's upper triangle and of A."""
+        """New data with the setup's sparsity: vectors q, l, u; Px, Ax the nonzeros of P's upper triangle and of A.
+        Malformed data is refused and the previous problem stays."""
         self._require_setup()
         n, m = self._upper.shape[0], self._A.shape[0]
-        if q is not None:
-            self._q = _as_vector(q, "q", n)
-        if l is not None:
-            self._l = _as_vector(l, "l", m)
-        if u is not None:
-            self._u = _as_vector(u, "u", m)
+        q = self._q if q is None else _as_vector(q, "q", n)
+        l = self._l if l is None else _as_vector(l, "l", m)
+        u = self._u if u is None else _as_vector(u, "u", m)
+        upper, A = self._upper, self._A
         if Px is not None:
-            self._upper = sp.csc_matrix((_as_vector(Px, "Px", self._upper.nnz), self._upper.indices, self._upper.indptr),
-                                        shape=self._upper.shape)
+            upper = sp.csc_matrix((_as_vector(Px, "Px", upper.nnz), upper.indices, upper.indptr), shape=upper.shape)
         if Ax is not None:
-            self._A = sp.csc_matrix((_as_vector(Ax, "Ax", self._A.nnz), self._A.indices, self._A.indptr), shape=self._A.shape)
-        self._problem()
+            A = sp.csc_matrix((_as_vector(Ax, "Ax", A.nnz), A.indices, A.indptr), shape=A.shape)
+        QP(full_symmetric(upper), q, A, l, u, name="rlqp")  # validates before anything changes
+        self._upper, self._A, self._q, self._l, self._u = upper, A, q, l, u
 
     def warm_start(self, x: Any = None, y: Any = None) -> None:
         """Start the next solve from this x (primal) and y (dual) instead of zero."""
         self._require_setup()
-        self._start = (None if x is None else _as_vector(x, "x", self._upper.shape[0]),
-                       None if y is None else _as_vector(y, "y", self._A.shape[0]))
+        self._start = (_finite(None if x is None else _as_vector(x, "x", self._upper.shape[0]), "x"),
+                       _finite(None if y is None else _as_vector(y, "y", self._A.shape[0]), "y"))
 
     def solve(self) -> Result:
         self._require_setup()
