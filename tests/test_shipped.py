@@ -74,6 +74,14 @@ def test_a_shipped_run_is_evaluated_by_name_from_a_copy(pendulum_run, tmp_path, 
         object.__setattr__(CONTROL, "shipped_dir", packaged)
 
 
+def test_export_refuses_a_file_as_its_folder_and_zero_episodes(pendulum_run, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    with pytest.raises(ValueError, match="--to .*taken' is a file; give a folder"):
+        export(pendulum_run.path, tmp_path / "taken")
+    with pytest.raises(ValueError, match="--episodes must be >= 1, got 0"):
+        export(pendulum_run.path, tmp_path / "out", episodes=0)
+
+
 def test_export_refuses_other_domains(tmp_path):
     run = start_run(config_from_dict({"device": "cpu", "agent": {"kind": "objective"}}), "sphere", tmp_path)
     with pytest.raises(ValueError, match="export applies to control runs only"):

@@ -21,6 +21,8 @@ def export_control(agent: ControlAgent, directory: Path, episodes: int) -> dict[
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     config, run = agent.config, agent.run
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"--to {str(directory)!r} is a file; give a folder for config.yaml, model.zip, shipped.json")
     directory.mkdir(parents=True, exist_ok=True)
     agent.export_model(directory / MODEL_FILE)
     shutil.copyfile(run.config_path, directory / "config.yaml")
