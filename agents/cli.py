@@ -45,6 +45,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ValueError("give either CONFIG.yaml or --resume RUN_DIR, not both")
         if args.seed is not None:
             raise ValueError("--seed cannot change on --resume")
+        if args.init_from is not None:
+            raise ValueError("--init-from starts a new run; a resumed run continues its own checkpoint")
         workflows.resume(args.resume, overrides, device=args.device)
         return 0
     if config_path is None:
@@ -56,7 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"seed={args.seed}")
     config = load_config(config_path, overrides)
     name = args.name or config.name or Path(config_path).stem
-    run = workflows.train(config, name=name, root=args.root)
+    run = workflows.train(config, name=name, root=args.root, init_from=args.init_from,
+                          init_checkpoint=args.init_checkpoint)
     print(f"trained: {run.path}\n  evaluate: amortize eval {run.path}\n  watch:    tensorboard --logdir {run.path}")
     return 0
 
@@ -176,6 +179,10 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
                    help="config file, then dotted overrides such as agent.learning_rate=1e-4")
     p.add_argument("--name", help="run name (default: the config's name or file stem)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--init-from", metavar="RUN_DIR", help="SB3 runs: start from this run's (or shipped:<name>'s) "
+                   "networks, with fresh optimizers and replay buffer; steps and hours continue its count")
+    p.add_argument("--init-checkpoint", choices=["final", "latest", "best"], default="final",
+                   help="which model of --init-from (default: final)")
     p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
     p.add_argument("--seed", type=int)
     p.add_argument("--root", default="runs", help="where run directories go (default: runs)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +15,38 @@ from agents.common.shipped import resolve_run
 from agents.registry import DOMAINS, domain_of, load_run_config, make_agent
 
 
-def start_run(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT) -> RunDir:
+def start_run(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT,
+              init_from: dict[str, Any] | None = None) -> RunDir:
     """A new run directory holding the resolved config, under the run's actual name (a taken name gets -2, ...)."""
     run = RunDir.create(name or config.name or "run", root)
     config.name = run.name
     run.save_config(config)
-    run.record_start(0, config.train.total_steps, [])
+    run.record_start((init_from or {}).get("step", 0), config.train.total_steps, [], init_from=init_from)
     return run
 
 
-def train(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT) -> RunDir:
-    """Create a run directory and train the configured agent into it."""
-    run = start_run(config, name, root)
+def train(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT,
+          init_from: str | Path | None = None, init_checkpoint: str = "final") -> RunDir:
+    """Create a run directory and train the configured agent into it; ``init_from`` (a run or ``shipped:<name>``)
+    gives the networks to start from (its ``init_checkpoint`` model), with fresh optimizers and buffer."""
+    source, record = None, None
+    if init_from is not None:
+        source_run, source_config = _open(init_from, config.device)
+        source = _agent_for(source_config, source_run, init_checkpoint)
+        record = {"run": str(source_run.path), "checkpoint": init_checkpoint, "step": source.model_step() or 0}
+    run = start_run(config, name, root, init_from=record)
     print(f"run directory: {run.path}  (tensorboard --logdir {run.path})")
     with run.exclusive():
-        _train_until_stopped(make_agent(config, run), run, resume=False)
+        agent = make_agent(config, run)
+        if source is not None:
+            try:
+                agent.start_from(source)
+            except ValueError:
+                shutil.rmtree(run.path)  # nothing was trained into it
+                raise
+            print(f"starting from the {init_checkpoint} model of {source.run.path} (step {record['step']}): "
+                  "its networks, fresh optimizers and replay buffer")
+        _train_until_stopped(agent, run, resume=False)
     return run
 
 

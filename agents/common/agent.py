@@ -73,6 +73,11 @@ class Agent(ABC):
         state = self.run.load_checkpoint(device="cpu")
         return None if state is None else int(state["step"])
 
+    def start_from(self, source: "Agent") -> None:
+        """Begin training from ``source``'s chosen model instead of fresh weights (``amortize train --init-from``)."""
+        raise ValueError(f"--init-from applies to stable-baselines3 runs (agent.kind sac, td3, ddpg, ppo) only, "
+                         f"not to agent.kind={self.config.agent.kind!r}")
+
     @abstractmethod
     def train(self, resume: bool = False) -> None:
         """Train to ``config.train.total_steps``, continuing from the checkpoint if ``resume``."""

@@ -147,7 +147,8 @@ class RunDir:
         """Where a figure goes: ``plots/gap.png``, or ``plots/gap-best.png`` for a tagged run."""
         return self.result_path(filename, self.plots)
 
-    def record_start(self, step: int, total_steps: int, overrides: list[str]) -> None:
+    def record_start(self, step: int, total_steps: int, overrides: list[str],
+                     init_from: dict[str, Any] | None = None) -> None:
         """Append to ``history.json`` when and from which step the run (re)started, with which budget and
         overrides: config.yaml holds the latest budget, the history every one it had."""
         path = self.path / HISTORY
@@ -156,7 +157,8 @@ class RunDir:
         except ValueError:
             history = []  # a damaged history is started again rather than blocking the run
         history.append({"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "from_step": int(step),
-                        "total_steps": int(total_steps), "overrides": overrides})
+                        "total_steps": int(total_steps), "overrides": overrides,
+                        **({"init_from": init_from} if init_from else {})})
         text = json.dumps(history, indent=2) + "\n"
         atomic_write(path, lambda f: f.write(text.encode()))
 

@@ -42,6 +42,7 @@ from agents.common.sb3_files import (
 )
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import seed_everything
+from agents.common.shipped import read_record
 from agents.common.vec_adapter import SB3VecEnvAdapter
 from learned_optimizers.common.files import atomic_write
 from learned_optimizers.common.problem import ActionBox
@@ -97,9 +98,11 @@ class _RunCallback(BaseCallback):
     ``charts/episodic_length`` at the env step they end, so a resumed run's
     curve continues where it stopped."""
 
-    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: Any, writer: SummaryWriter) -> None:
+    def __init__(self, agent: "SB3Agent", progress: Progress, heldout: Any, writer: SummaryWriter,
+                 warmup_until: int | None = None) -> None:
         super().__init__()
         self.agent, self.progress, self.heldout, self.writer = agent, progress, heldout, writer
+        self.warmup_until = warmup_until  # a run started --init-from: updates resume at this step
         self.schedule = TrainSchedule.from_settings(agent.config.train)
         self.best = BestModel(agent.run, *agent.best_metric)
         self.last_step = agent.start_step
@@ -112,6 +115,8 @@ class _RunCallback(BaseCallback):
             if "episode" in info:
                 self.episodes.append((float(info["episode"]["r"]), int(info["episode"]["l"])))
         self.progress.update(self.training_env.num_envs)
+        if self.warmup_until is not None and n >= self.warmup_until:
+            self.model.gradient_steps, self.warmup_until = self.agent.config.agent.gradient_steps, None
         due, self.last_step = self.schedule.due(self.last_step, n, at_end=False), n
         if due.stop:
             return False  # SB3's learn returns; train() checkpoints and saves the model
@@ -174,7 +179,14 @@ class SB3Agent(Agent):
         seed_everything(cfg.seed)
         env = self.make_env()
         model = self.build_model(env)
-        self._seconds_before = self.restore(model) if resume else 0.0
+        source = getattr(self, "_source", None)
+        warmup_until = None
+        if resume:
+            self._seconds_before = self.restore(model)
+        elif source is not None:
+            self._seconds_before, warmup_until = self._initialize(model, source)
+        else:
+            self._seconds_before = 0.0
         self._started = time.perf_counter()
         self._start_step = model.num_timesteps
         writer = run.tensorboard_writer(self._start_step)  # one writer: ours and SB3's scalars, one purge
@@ -189,8 +201,8 @@ class SB3Agent(Agent):
             if total > self._start_step:
                 model.learn(
                     total_timesteps=total - self._start_step,
-                    callback=CallbackList([_RunCallback(self, progress, heldout, writer)]),
-                    reset_num_timesteps=not resume,
+                    callback=CallbackList([_RunCallback(self, progress, heldout, writer, warmup_until)]),
+                    reset_num_timesteps=not (resume or source is not None),
                     log_interval=max(1, cfg.train.log_every // max(cfg.agent.n_envs, 1)) if cfg.agent.kind != "ppo" else 1,
                 )
         finally:
@@ -201,6 +213,35 @@ class SB3Agent(Agent):
         print(self.checkpoint(model), file=sys.stderr)
         atomic_write(run.path / MODEL_FILE, model.save)
         env.close()
+
+    def start_from(self, source: "SB3Agent") -> None:
+        for key in ("env", "agent.kind", "agent.net_arch"):
+            mine, theirs = operator.attrgetter(key)(self.config), operator.attrgetter(key)(source.config)
+            if mine != theirs:
+                raise ValueError(f"--init-from {source.run.path}: {key}={theirs!r} there, {mine!r} in this config; "
+                                 "the networks must match")
+        step = source.model_step() or 0
+        if step >= self.config.train.total_steps:
+            raise ValueError(f"--init-from {source.run.path}: its model is at step {step}, not below "
+                             f"train.total_steps={self.config.train.total_steps}; give a larger budget")
+        self._source = source
+
+    def _initialize(self, model: BaseAlgorithm, source: "SB3Agent") -> tuple[float, int | None]:
+        """Copy ``source``'s networks (the policy with its critics and targets, SAC's entropy coefficient) into the
+        fresh ``model``; optimizers and the replay buffer start empty. The step counter and the training seconds
+        continue the source's. An off-policy run first refills its buffer for ``agent.learning_starts`` steps
+        with the loaded policy's own (stochastic) actions, without updates, rather than with uniform random
+        actions that would teach the trained critic about a walker that falls; returns (seconds, warm-up end)."""
+        cfg = self.config
+        trained = source.load_model()
+        copy_networks(trained, model)
+        model.num_timesteps = source.model_step() or 0
+        seconds = source.train_seconds_of_model() or 0.0
+        if cfg.agent.kind == "ppo" or cfg.agent.learning_starts == 0:
+            return seconds, None
+        model.learning_starts = model.num_timesteps  # actions come from the policy from the first step on
+        model.gradient_steps = 0  # ... and updates begin once the buffer is refilled (_RunCallback)
+        return seconds, model.num_timesteps + cfg.agent.learning_starts
 
     def build_model(self, env: Any) -> BaseAlgorithm:
         """A fresh SB3 algorithm for the configured agent on ``env``."""
@@ -291,7 +332,11 @@ class SB3Agent(Agent):
             record = BestModel.record(self.run)
             return None if record is None else int(record["step"])
         manifest = self.newest_manifest()
-        return None if manifest is None else manifest["step"]
+        return manifest["step"] if manifest is not None else self._shipped_figure("steps")
+
+    def _shipped_figure(self, key: str) -> Any:
+        """What a shipped run (which keeps no checkpoints) records about its model in shipped.json; else None."""
+        return (read_record(self.run.path) or {}).get(key)
 
     def train_seconds_of_model(self) -> float | None:
         """The wall-clock of training that produced the chosen model (None where it was not recorded)."""
@@ -299,7 +344,7 @@ class SB3Agent(Agent):
             seconds = (BestModel.record(self.run) or {}).get("train_seconds")
             return None if seconds is None else float(seconds)
         manifest = self.newest_manifest()
-        return None if manifest is None else manifest["train_seconds"]
+        return manifest["train_seconds"] if manifest is not None else self._shipped_figure("train_seconds")
 
     def export_model(self, path: Path) -> None:
         """The chosen model's weights as an SB3 zip with fresh optimizer states and no replay buffer: a few MB
@@ -310,15 +355,21 @@ class SB3Agent(Agent):
             fresh = self.build_model(env)
         finally:
             env.close()
-        fresh.policy.load_state_dict(trained.policy.state_dict())
-        for name in fresh._get_torch_save_params()[1]:  # variables outside the policy, e.g. SAC's log_ent_coef
-            operator.attrgetter(name)(fresh).data.copy_(operator.attrgetter(name)(trained).data)
+        copy_networks(trained, fresh)
         fresh.num_timesteps = self.model_step() or 0
         atomic_write(path, fresh.save)
 
     def load_predictor(self) -> Predictor:
         model = self.load_model()
         return lambda contexts: _predict(model, contexts, self.problem)
+
+
+def copy_networks(source: BaseAlgorithm, target: BaseAlgorithm) -> None:
+    """``source``'s trained tensors into ``target`` of the same architecture: the policy (actor, critics, their
+    targets) and the variables outside it (SAC's log_ent_coef); optimizer states are not copied."""
+    target.policy.load_state_dict(source.policy.state_dict())
+    for name in target._get_torch_save_params()[1]:
+        operator.attrgetter(name)(target).data.copy_(operator.attrgetter(name)(source).data)
 
 
 def _size(n_bytes: int) -> str:
