@@ -94,24 +94,87 @@ class BatchMatrix(ABC):
         """The problems ``idx``, renumbered from 0."""
 
 
+class _Pattern:
+    """The sparsity pattern of a batch, entries sorted by (problem, row, col), with what products and norms
+    need built once and shared by every scaled copy: flat indices, the block-diagonal CSR index arrays of
+    the matrix and of its transpose (int32 where they fit: the CPU kernels otherwise convert them on every
+    product), and the permutation that puts the entries in the transpose's order."""
+
+    def __init__(self, batch: torch.Tensor, row: torch.Tensor, col: torch.Tensor, size: int, rows: int, cols: int) -> None:
+        self.batch, self.row, self.col, self.size, self.rows, self.cols = batch, row, col, size, rows, cols
+        self.flat_row, self.flat_col = batch * rows + row, batch * cols + col
+        fits = max(batch.numel(), size * max(rows, cols)) < 2**31 - 1
+        self.index_dtype = torch.int32 if fits else torch.long
+        self._csr: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._csr_t: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def csr(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._csr is None:
+            self._csr = (_crow(self.flat_row, self.size * self.rows, self.index_dtype), self.flat_col.to(self.index_dtype))
+        return self._csr
+
+    def csr_t(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(crow, col, permutation) of the transpose: its entries are ours taken in the permutation's order."""
+        if self._csr_t is None:
+            perm = torch.argsort(self.flat_col * max(self.rows, 1) + self.row, stable=True)
+            flat_col = self.flat_col[perm]
+            self._csr_t = (_crow(flat_col, self.size * self.cols, self.index_dtype),
+                           self.flat_row[perm].to(self.index_dtype), perm)
+        return self._csr_t
+
+
+def _crow(sorted_rows: torch.Tensor, n_rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """CSR row pointers of entries whose (flat) rows are sorted."""
+    counts = torch.bincount(sorted_rows, minlength=n_rows)
+    return torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(dtype)
+
+
+def _segment_max(values: torch.Tensor, crow: torch.Tensor) -> torch.Tensor:
+    """The max of each CSR row's (non-negative) values, 0 for an empty row: one pass over sorted entries
+    (measured 2.5x faster than a scatter of the max on CPU)."""
+    if values.numel() == 0:
+        return values.new_zeros(crow.numel() - 1)
+    return torch.segment_reduce(values, "max", offsets=crow.long(), initial=0.0)
+
+
+def _sorted(batch: torch.Tensor, row: torch.Tensor, col: torch.Tensor, rows: int, cols: int) -> torch.Tensor | None:
+    """The permutation sorting entries by (problem, row, col); None where they already are."""
+    key = (batch * rows + row) * cols + col
+    if key.numel() < 2 or bool((key[1:] > key[:-1]).all()):
+        return None
+    return torch.argsort(key, stable=True)
+
+
 class SparseBatch(BatchMatrix):
-    """COO storage: entry k is values[k] at (batch[k], row[k], col[k]).
+    """COO storage: entry k is values[k] at (batch[k], row[k], col[k]), sorted by (batch, row, col).
 
     Products go through the block-diagonal CSR matrix of the whole batch (and
-    of its transpose), built once on first use: one sparse matvec advances
-    every problem, with memory traffic proportional to the nonzeros.
+    of its transpose): one sparse matvec advances every problem, with memory
+    traffic proportional to the nonzeros. A scaled copy shares the pattern, so
+    scaling and products never sort again.
     """
 
     def __init__(self, batch: torch.Tensor, row: torch.Tensor, col: torch.Tensor, values: torch.Tensor,
-                 size: int, rows: int, cols: int) -> None:
-        self.batch, self.row, self.col, self.values = batch, row, col, values
+                 size: int, rows: int, cols: int, pattern: _Pattern | None = None) -> None:
+        if pattern is None:
+            order = _sorted(batch, row, col, rows, cols)
+            if order is not None:
+                batch, row, col, values = batch[order], row[order], col[order], values[order]
+            pattern = _Pattern(batch, row, col, size, rows, cols)
+        self.pattern, self.values = pattern, values
+        self.batch, self.row, self.col = pattern.batch, pattern.row, pattern.col
         self.size, self.rows, self.cols = size, rows, cols
         self._csr: torch.Tensor | None = None
         self._csr_t: torch.Tensor | None = None
 
     @classmethod
     def from_scipy(cls, mats: list[sp.spmatrix], rows: int, cols: int, device, dtype) -> "SparseBatch":
-        parts = [sp.coo_matrix(m) for m in mats]
+        parts = []
+        for m in mats:
+            c = sp.csr_matrix(m)  # rows in order, duplicates summed, columns sorted: the batch's order
+            c.sum_duplicates()
+            c.sort_indices()
+            parts.append(c.tocoo())
         cat = lambda xs, dt: torch.as_tensor(np.concatenate(xs) if xs else np.zeros(0), dtype=dt, device=device)  # noqa: E731
         return cls(
             cat([np.full(p.nnz, b) for b, p in enumerate(parts)], torch.long),
@@ -144,13 +207,14 @@ class SparseBatch(BatchMatrix):
                            self.size, self.rows, self.cols)
 
     def _block_csr(self, transpose: bool) -> torch.Tensor:
-        r, c = (self.col, self.row) if transpose else (self.row, self.col)
-        nr, nc = (self.cols, self.rows) if transpose else (self.rows, self.cols)
-        index = torch.stack([self.batch * nr + r, self.batch * nc + c])
+        if transpose:
+            crow, col, perm = self.pattern.csr_t()
+            shape, values = (self.size * self.cols, self.size * self.rows), self.values[perm]
+        else:
+            (crow, col), shape, values = self.pattern.csr(), (self.size * self.rows, self.size * self.cols), self.values
         with warnings.catch_warnings():  # torch flags sparse CSR as beta; the products used here are stable
             warnings.simplefilter("ignore", UserWarning)
-            coo = torch.sparse_coo_tensor(index, self.values, (self.size * nr, self.size * nc)).coalesce()
-            return coo.to_sparse_csr()
+            return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
     def mv(self, x: torch.Tensor) -> torch.Tensor:
         if self._csr is None:
@@ -162,32 +226,29 @@ class SparseBatch(BatchMatrix):
             self._csr_t = self._block_csr(transpose=True)
         return (self._csr_t @ y.reshape(-1)).view(self.size, self.cols)
 
-    def _amax(self, out_len: int, index: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.values.new_zeros(self.size * out_len)
-        src = (self.values if values is None else values).abs()
-        out.scatter_reduce_(0, index, src, reduce="amax", include_self=True)
-        return out.view(self.size, out_len)
-
     def col_norm_inf(self, upper_only: bool = False) -> torch.Tensor:
-        values = torch.where(self.row <= self.col, self.values, torch.zeros_like(self.values)) if upper_only else None
-        return self._amax(self.cols, self.batch * self.cols + self.col, values)
+        values = self.values.abs()
+        if upper_only:
+            values = torch.where(self.row <= self.col, values, torch.zeros_like(values))
+        crow, _, perm = self.pattern.csr_t()
+        return _segment_max(values[perm], crow).view(self.size, self.cols)
 
     def row_norm_inf(self) -> torch.Tensor:
-        return self._amax(self.rows, self.batch * self.rows + self.row)
+        return _segment_max(self.values.abs(), self.pattern.csr()[0]).view(self.size, self.rows)
 
     def scaled(self, row=None, col=None, factor=None) -> "SparseBatch":
         v = self.values
         if row is not None:
-            v = v * row[self.batch, self.row]
+            v = v * row.reshape(-1).index_select(0, self.pattern.flat_row)
         if col is not None:
-            v = v * col[self.batch, self.col]
+            v = v * col.reshape(-1).index_select(0, self.pattern.flat_col)
         if factor is not None:
-            v = v * factor[self.batch]
-        return SparseBatch(self.batch, self.row, self.col, v, self.size, self.rows, self.cols)
+            v = v * factor.index_select(0, self.batch)
+        return SparseBatch(self.batch, self.row, self.col, v, self.size, self.rows, self.cols, pattern=self.pattern)
 
     def dense(self) -> torch.Tensor:
         out = self.values.new_zeros(self.size, self.rows, self.cols)
-        out.index_put_((self.batch, self.row, self.col), self.values, accumulate=True)
+        out.view(-1).index_put_((self.pattern.flat_row * self.cols + self.col,), self.values, accumulate=True)
         return out
 
     def scipy(self, b: int) -> sp.csc_matrix:
@@ -223,7 +284,10 @@ class LinearSystem(ABC):
 
 
 class DenseCholesky(LinearSystem):
-    """Batched dense Cholesky of the reduced system: one ``cholesky_ex`` for the whole batch."""
+    """Batched dense Cholesky of the reduced system: one ``cholesky_ex`` for the whole batch.
+
+    Solves stay two triangular solves: a kept inverse K^-1 made a solve 2.7x faster (256 systems, n = 50,
+    CPU) but lost RLQP its edge, whose rho spans 1e-6..1e6 and makes K too ill-conditioned for it."""
 
     def __init__(self, P: BatchMatrix, A: BatchMatrix, sigma: float) -> None:
         super().__init__(P, A, sigma)
@@ -247,9 +311,8 @@ class DenseCholesky(LinearSystem):
     def replace(self, slots: torch.Tensor, other: LinearSystem, P: BatchMatrix, A: BatchMatrix) -> None:
         assert isinstance(other, DenseCholesky)
         self.P, self.A = P, A
-        self.Pd = self.Pd.index_copy(0, slots, other.Pd)
-        self.Ad = self.Ad.index_copy(0, slots, other.Ad)
-        self.L = self.L.index_copy(0, slots, other.L)
+        for name in ("Pd", "Ad", "L"):
+            setattr(self, name, getattr(self, name).index_copy(0, slots, getattr(other, name)))
 
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         return solve_factored(self.L, rhs)
