@@ -16,7 +16,9 @@ TORCH_INDEX_URL ?=
 PIP_TORCH_FLAGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup clean tensorboard
+DEVICE ?= cuda
+
+.PHONY: demo test setup clean tensorboard gpu-check
 
 setup: $(STAMP)
 
@@ -35,6 +37,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# One short check on a GPU machine (a few minutes): the tests that take a device, then the speed table on it;
+# everything goes to runs/gpu-check/. `make gpu-check DEVICE=cpu` runs the same script on the CPU.
+gpu-check: $(STAMP)
+	@mkdir -p runs/gpu-check
+	AMORTIZE_TEST_DEVICE=$(DEVICE) $(BIN)/python -m pytest -q tests/test_device.py --junitxml=runs/gpu-check/tests.xml
+	$(BIN)/amortize bench speed --device $(DEVICE) --quick --root runs/gpu-check --name speed-$(DEVICE) | tee runs/gpu-check/speed-$(DEVICE).txt
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir runs

@@ -14,6 +14,7 @@ from agents.common.config import ConfigSchema, RunConfig
 from agents.common.config import config_from_dict as _config_from_dict
 from agents.common.config import load_config as _load_config
 from agents.common.domain import BenchCommand, Domain
+from agents.common.speed import add_speed_arguments
 from agents.common.runs import RunDir
 from agents.control.domain import DOMAIN as CONTROL
 from agents.fixed_point.domain import DOMAIN as FIXED_POINT
@@ -37,8 +38,22 @@ for _domain in DOMAINS:
     for _kind, (_, _doc) in _domain.runs.agent_kinds.items():
         AGENT_KINDS.setdefault(_kind, _doc)
 
+
+
+def _speed(args) -> dict:
+    from agents.common.cli_args import csv_list
+    from agents.common.speed import bench_speed, speed_settings
+    from envs.common.vector import resolve_device
+
+    settings = speed_settings(args, str(resolve_device(args.device)))
+    providers = {d.name: d.speed for d in DOMAINS if d.speed is not None}
+    return bench_speed(providers, settings, args.name or "bench-speed", args.root, only=csv_list(args.domains))
+
+
 #: ``amortize bench NAME`` -> its command
 BENCHES: dict[str, BenchCommand] = {b.name: b for d in DOMAINS for b in d.benches}
+BENCHES["speed"] = BenchCommand("speed", "problems per second by batch size, every solver against its compiled peer "
+                                "(osqp, scs, torch.optim) in one run", add_speed_arguments, _speed)
 
 
 def domain_of(config: RunConfig) -> Domain:

@@ -89,6 +89,8 @@ class Domain:
     #: the folder of this domain's shipped runs (``shipped:<name>``), if it ships any
     shipped_dir: Path | None = None
     benches: tuple[BenchCommand, ...] = field(default=())
+    #: this domain's rows of ``amortize bench speed`` (``agents.common.speed``): settings -> rows; None: none
+    speed: Callable[[Any], list[Any]] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.eval_flags) - set(EVAL_FLAGS)

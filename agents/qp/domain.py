@@ -14,6 +14,7 @@ from agents.qp.bench_td3 import bench_td3
 from agents.qp.evaluation import evaluate_rlqp, rlqp_eval_table
 from agents.qp.kinds import RUNS
 from agents.qp.rlqp_td3 import RLQPTrainer
+from agents.qp.speed import qp_speed_rows
 
 
 def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
@@ -65,4 +66,5 @@ DOMAIN = Domain(
     benches=(BenchCommand("qp", "our batched OSQP core against the real osqp package", _qp_arguments, _qp),
              BenchCommand("td3", "RLQP's row TD3 learner against stable-baselines3's TD3, updates per second",
                           _td3_arguments, _td3)),
+    speed=qp_speed_rows,
 )

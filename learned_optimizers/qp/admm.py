@@ -349,6 +349,16 @@ class OSQPBatch:
         for k, v in values.items():
             self._results[k][gid] = v[rows]
 
+    def compact_finished(self, at_most: float = 0.5) -> bool:
+        """Drop the finished problems from the working set once at most ``at_most`` of it still runs (their
+        results are kept): a batch then costs what its running problems cost. Returns whether it did."""
+        running = int(self.running.sum())
+        if running == self.B or running > at_most * self.B:
+            return False
+        self._compact()
+        self._update_info()  # what the residual readers (normalized_residuals, a policy's features) read
+        return True
+
     def _compact(self) -> None:
         """Drop finished problems from the working set (their results are stashed first)."""
         running = self.running

@@ -119,15 +119,23 @@ class RhoPolicy(nn.Module):
 def apply_policy(policy: nn.Module, batch: OSQPBatch, which: torch.Tensor) -> None:
     """Set the rho the policy chooses on the problems ``which`` (a vector policy: one per row;
     a scalar one: one per problem, expanded by OSQP's rule)."""
-    features = constraint_features(batch) if policy.variant == "vector" else global_features(batch)
+    if policy.variant == "vector":
+        # only the rows whose rho matters: loose and padded rows keep rho_min whatever the policy says, and
+        # problems outside ``which`` keep theirs (on a batch of mixed sizes most rows are padding)
+        rows = policy_rows(batch) & which.unsqueeze(1)
+        rho = batch.rho_vec.clone()
+        rho[rows] = _policy_rho(policy, constraint_features(batch)[rows], batch)
+        batch.set_rho(rho, which=which)
+    else:
+        batch.set_scalar_rho(_policy_rho(policy, global_features(batch), batch), which=which)
+
+
+def _policy_rho(policy: nn.Module, features: torch.Tensor, batch: OSQPBatch) -> torch.Tensor:
+    """10 ** the policy's log rho, computed in the policy's dtype and device, returned in the batch's."""
     param = next(iter(policy.parameters()), features)
     with torch.no_grad():
         log_rho = policy(features.to(device=param.device, dtype=param.dtype))
-        rho = 10.0 ** log_rho.to(device=batch.device, dtype=batch.dtype)
-    if policy.variant == "vector":
-        batch.set_rho(rho, which=which)
-    else:
-        batch.set_scalar_rho(rho, which=which)
+    return 10.0 ** log_rho.to(device=batch.device, dtype=batch.dtype)
 
 
 @dataclass(frozen=True)
@@ -157,27 +165,37 @@ class RLQPSolution(QPSolution):
 
 
 class Safeguard:
-    """Per-problem progress tracker: no improvement of the residuals over a window means fall back."""
+    """Per-problem progress tracker: no improvement of the residuals over a window means fall back.
+
+    Kept for every problem of the batch as given (``batch.index`` maps the working rows to them), so the
+    batch may drop its finished problems between two policy steps."""
 
     def __init__(self, batch: OSQPBatch, settings: RLQPSettings) -> None:
         self.settings = settings
-        self.best = torch.full((batch.B,), float("inf"), dtype=batch.dtype, device=batch.device)
-        self.stalled = torch.zeros(batch.B, dtype=torch.long, device=batch.device)
-        self.fell_back = torch.zeros(batch.B, dtype=torch.bool, device=batch.device)
-        self.fell_back_at = torch.full((batch.B,), -1, dtype=torch.long, device=batch.device)
+        total, kw = batch.total, {"device": batch.device}
+        self.best = torch.full((total,), float("inf"), dtype=batch.dtype, **kw)
+        self.stalled = torch.zeros(total, dtype=torch.long, **kw)
+        self.fell_back = torch.zeros(total, dtype=torch.bool, **kw)
+        self.fell_back_at = torch.full((total,), -1, dtype=torch.long, **kw)
+
+    def fallen(self, batch: OSQPBatch) -> torch.Tensor:
+        """(working rows,) bool: the problems handed back to OSQP's heuristic."""
+        return self.fell_back[batch.index]
 
     def update(self, batch: OSQPBatch) -> torch.Tensor:
-        """Record the current residuals; returns the problems that fall back now."""
-        s = self.settings
+        """Record the current residuals; returns the (working) problems that fall back now."""
+        s, idx = self.settings, batch.index
         prim, dual = batch.normalized_residuals()
         merit = torch.nan_to_num(torch.maximum(prim, dual), nan=float("inf"))
-        improved = merit < s.safeguard_progress * self.best
-        self.best = torch.where(improved, merit, self.best)
-        self.stalled = torch.where(improved, torch.zeros_like(self.stalled), self.stalled + 1)
+        best = self.best[idx]
+        improved = merit < s.safeguard_progress * best
+        self.best[idx] = torch.where(improved, merit, best)
+        stalled = torch.where(improved, torch.zeros_like(idx), self.stalled[idx] + 1)
+        self.stalled[idx] = stalled
         over_budget = batch.iterations >= int(s.safeguard_budget * batch.settings.max_iter)
-        now = batch.running & ~self.fell_back & ((self.stalled >= s.safeguard_window) | over_budget)
-        self.fell_back |= now
-        self.fell_back_at = torch.where(now, batch.iterations, self.fell_back_at)
+        now = batch.running & ~self.fell_back[idx] & ((stalled >= s.safeguard_window) | over_budget)
+        self.fell_back[idx] = self.fell_back[idx] | now
+        self.fell_back_at[idx] = torch.where(now, batch.iterations, self.fell_back_at[idx])
         return now
 
 
@@ -218,9 +236,10 @@ class RLQPSolver:
                     batch.set_scalar_rho(batch.rho, which=now)
                     if s.osqp.adaptive_rho:
                         batch.adapt_rho(now)
-            learned = batch.running & ~guard.fell_back
+            learned = batch.running & ~guard.fallen(batch)
             if bool(learned.any()):
                 apply_policy(self.policy, batch, learned)
-            batch.advance(s.interval, adapt_rho=guard.fell_back if s.osqp.adaptive_rho else False)
+            batch.advance(s.interval, adapt_rho=guard.fallen(batch) if s.osqp.adaptive_rho else False)
+            batch.compact_finished()
         solution = batch.finish(t0)
         return RLQPSolution(**vars(solution), fell_back=guard.fell_back.clone(), fell_back_at=guard.fell_back_at.clone())

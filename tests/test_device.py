@@ -1,0 +1,62 @@
+"""The solver cores on the device the GPU check names (``AMORTIZE_TEST_DEVICE``, default cpu) against the real
+packages: ``make gpu-check`` runs this file on cuda; the ordinary suite runs it on the CPU."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import osqp
+import pytest
+import scs
+import torch
+
+from learned_optimizers.conic.programs import make_cone_family
+from learned_optimizers.conic.scs import solve_cone_programs
+from learned_optimizers.qp.admm import OSQPSettings, solve_qps
+from learned_optimizers.qp.problems import generate
+from learned_optimizers.qp.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSolver
+
+DEVICE = os.environ.get("AMORTIZE_TEST_DEVICE", "cpu")
+if torch.device(DEVICE).type == "cuda" and not torch.cuda.is_available():
+    pytest.skip(f"AMORTIZE_TEST_DEVICE={DEVICE} but torch sees no CUDA device", allow_module_level=True)
+
+
+def test_the_osqp_core_on_the_device_matches_real_osqp():
+    settings = OSQPSettings()
+    qps = [generate(c, n, seed) for c, n in (("random", 20), ("portfolio", 20), ("control", 4), ("svm", 2))
+           for seed in range(3)]
+    ours = solve_qps(qps, settings, device=DEVICE)
+    assert ours.status.device.type == torch.device(DEVICE).type
+    exact = 0
+    for i, qp in enumerate(qps):
+        solver = osqp.OSQP()
+        solver.setup(**qp.osqp_data(), **settings.osqp_kwargs())
+        ref = solver.solve(raise_error=False)
+        assert ours.status_labels()[i] == ref.info.status, qp.name
+        assert abs(float(ours.objective[i]) - ref.info.obj_val) <= 1e-3 * max(1.0, abs(ref.info.obj_val)), qp.name
+        exact += int(ours.iterations[i]) == ref.info.iter
+    assert exact >= 0.9 * len(qps)
+
+
+def test_rlqp_on_the_device_takes_the_cpus_steps():
+    policy = RhoPolicy.load(SHIPPED_POLICY)
+    qps = [generate("random", 20, seed) for seed in range(6)]
+    cpu = RLQPSolver(policy).solve(qps, device="cpu")
+    dev = RLQPSolver(RhoPolicy.load(SHIPPED_POLICY, device=DEVICE)).solve(qps, device=DEVICE)
+    assert dev.status_labels() == cpu.status_labels() == ["solved"] * len(qps)
+    assert np.mean(dev.iterations.cpu().numpy() == cpu.iterations.numpy()) >= 0.8
+    assert torch.allclose(dev.objective.cpu(), cpu.objective, rtol=1e-4)
+
+
+def test_the_scs_core_on_the_device_matches_real_scs():
+    family = make_cone_family("lasso", features=20, samples=40)
+    batch = family.programs(family.sample_contexts(4, torch.Generator().manual_seed(3)).double().to(DEVICE))
+    ours = solve_cone_programs(batch)
+    for i in range(len(batch)):
+        data, cone = batch.program(i).to_scs()
+        # scs 3.3 rescales rows adaptively by default; our core implements the classic scalar scale
+        real = scs.SCS(data, cone, verbose=False, acceleration_lookback=0, adaptive_diag_scale=False).solve()
+        assert ours.labels()[i] == real["info"]["status"] == "solved"
+        assert abs(int(ours.iterations[i]) - real["info"]["iter"]) <= 0.1 * real["info"]["iter"]
+        assert np.linalg.norm(ours.x[i].cpu().numpy() - real["x"]) <= 1e-4 * max(1.0, np.linalg.norm(real["x"]))

@@ -1,0 +1,50 @@
+"""``amortize bench speed``: rows measured against the real osqp on the same problems, table, JSON and plot."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.cli import main
+from agents.common.speed import SpeedSettings, interleaved_medians
+
+
+def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_problems(tmp_path, capsys):
+    assert main(["bench", "speed", "--batch-sizes", "1,3", "--repeats", "1", "--peer-max-problems", "2",
+                 "--device", "cpu", "--root", str(tmp_path), "--name", "speed"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "torch threads" in out
+    record = json.loads((tmp_path / "speed" / "speed.json").read_text())
+    rows = record["rows"]
+    # two problem sets x two batch sizes x (core, RLQP)
+    assert len(rows) == 8 and {r["batch"] for r in rows} == {1, 3}
+    for r in rows:
+        assert r["device"] == "cpu" and r["seconds"] > 0 and r["peer_seconds"] > 0
+        assert r["peer_timed"] == min(r["batch"], 2)  # batch 3: the peer timed on 2 problems, scaled to 3
+        assert r["solved"] == r["batch"] and r["peer_solved"] == r["peer_timed"]
+        assert r["speedup"] == pytest.approx(r["peer_seconds"] / r["seconds"])
+    core = [r for r in rows if r["solver"].startswith("core")]
+    assert all(r["extra"]["same_status"] == r["peer_timed"] for r in core)
+    assert all(r["median_iterations"] == r["peer_median_iterations"] for r in core if r["batch"] == 1)
+    assert (tmp_path / "speed" / "plots" / "speed.png").stat().st_size > 10_000
+
+
+def test_interleaved_medians_warm_up_all_but_the_cold_and_alternate():
+    calls = []
+    timed = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, "cpu", 2, cold=("b",))
+    assert calls == ["a", "a", "b", "a", "b"]
+    assert set(timed) == {"a", "b"} and all(seconds >= 0 for seconds, _ in timed.values())
+
+
+@pytest.mark.parametrize("kwargs, message", [({"batch_sizes": ()}, "--batch-sizes"), ({"batch_sizes": (0,)}, "--batch-sizes"),
+                                             ({"repeats": 0}, "--repeats"), ({"peer_max_problems": 0}, "--peer-max")])
+def test_bad_speed_settings_name_the_flag(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpeedSettings(**kwargs)
+
+
+def test_an_unknown_domain_is_named_and_nothing_is_written(tmp_path, capsys):
+    assert main(["bench", "speed", "--domains", "control", "--root", str(tmp_path), "--batch-sizes", "1"]) != 0
+    assert "--domains control: no speed rows there; allowed: qp" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
