@@ -31,7 +31,7 @@ def _row(solver: str, problems: str, peer: str, device: str, qps: list[QP], ours
     return SpeedRow(
         domain="qp", problems=problems, solver=solver, peer=peer, device=device, batch=len(qps), seconds=seconds,
         peer_seconds=peer_seconds * len(qps) / timed, peer_timed=timed,
-        median_iterations=float(solution.iterations.double().median()),
+        median_iterations=float(solution.iterations[:timed].double().median()),  # on the problems the peer solved
         peer_median_iterations=float(statistics.median(it for _, it in peer_runs)),
         solved=int((solution.status == int(Status.SOLVED)).sum()),
         peer_solved=sum(status == "solved" for status, _ in peer_runs),
