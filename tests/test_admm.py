@@ -201,3 +201,14 @@ def test_maros_meszaros_mat_loader_and_solve():
     ours = solve_qps([qp])
     assert ours.status_labels()[0] == ref.info.status == "solved"
     assert abs(float(ours.objective[0]) - ref.info.obj_val) <= 1e-3 * abs(ref.info.obj_val)
+
+
+def test_solving_in_chunks_gives_the_one_batch_results():
+    qps = [generate("random", n, seed) for n, seed in ((10, 0), (20, 1), (10, 2), (15, 3), (20, 4))]
+    whole = solve_qps(qps, SETTINGS, chunk=len(qps))
+    chunks = solve_qps(qps, SETTINGS, chunk=2)
+    assert chunks.x.shape == whole.x.shape and chunks.y.shape == whole.y.shape
+    assert torch.equal(chunks.status, whole.status) and torch.equal(chunks.iterations, whole.iterations)
+    assert torch.allclose(chunks.x, whole.x, atol=1e-9) and torch.allclose(chunks.objective, whole.objective)
+    with pytest.raises(ValueError, match="chunk=-1: at least 1"):
+        solve_qps(qps, SETTINGS, chunk=-1)

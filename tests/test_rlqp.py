@@ -283,3 +283,13 @@ def test_env_step_is_the_core_with_the_action_rho():
     other.reset(seed=5)
     _, _, _, _, info2 = other.step(torch.full((3, env.m_max), 3.0))
     assert not torch.allclose(info2["final_obs"]["features"], final)
+
+
+def test_rlqp_in_chunks_gives_the_one_batch_results():
+    solver = RLQPSolver(RhoPolicy.load(SHIPPED_POLICY))
+    qps = [generate("random", n, seed) for n, seed in ((10, 0), (20, 1), (10, 2), (15, 3), (20, 4))]
+    whole, chunks = solver.solve(qps, chunk=len(qps)), solver.solve(qps, chunk=2)
+    assert chunks.x.shape == whole.x.shape
+    assert torch.equal(chunks.status, whole.status) and torch.equal(chunks.iterations, whole.iterations)
+    assert torch.equal(chunks.fell_back, whole.fell_back) and torch.equal(chunks.fell_back_at, whole.fell_back_at)
+    assert torch.allclose(chunks.objective, whole.objective)

@@ -11,7 +11,7 @@ import torch
 
 from agents.common.speed import SpeedRow, SpeedSettings, interleaved_medians
 from agents.qp.bench import run_real_osqp
-from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, Status
+from learned_optimizers.qp.admm import OSQPSettings, Status, solve_qps
 from learned_optimizers.qp.problems import QP, generate
 from learned_optimizers.qp.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
 
@@ -57,7 +57,7 @@ def qp_speed_rows(settings: SpeedSettings, progress=print) -> list[SpeedRow]:
             label = f"{cls} n={n}"
             progress(f"  {label}, batch {batch} ...")
             timed = interleaved_medians({
-                "core": lambda: OSQPBatch(qps, osqp_settings, device=device).solve(),
+                "core": lambda: solve_qps(qps, osqp_settings, device=device),
                 "osqp": lambda: _osqp_loop(peer_qps, osqp_settings),
                 "rlqp": lambda: rlqp.solve(qps, device=device),
                 "osqp-rlqp-eps": lambda: _osqp_loop(peer_qps, rlqp_osqp),

@@ -16,10 +16,11 @@ Two ways in:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -540,7 +541,34 @@ class OSQPBatch:
         self.status[change & ~ok] = int(Status.NON_CONVEX)
 
 
+#: on a CPU, problems solved together at most: one batch's (B, m) arrays and sparse factors then stay in the
+#: cache (measured on Random QPs, n = 50, 2 cores: 249 problems/s at 256, 140 at 4096 in one batch)
+CPU_CHUNK = 256
+
+
+def in_chunks(problems: list[QP] | QPBatch | QP, device: torch.device, solve: Callable[[list[QP] | QPBatch], QPSolution],
+              chunk: int | None = None) -> QPSolution:
+    """``solve`` on batches of at most ``chunk`` problems (default ``CPU_CHUNK`` on a CPU, all at once on a GPU),
+    padded to the largest problem of the list so that the results concatenate as one batch's would."""
+    if isinstance(problems, (QP, QPBatch)):
+        return solve([problems] if isinstance(problems, QP) else problems)
+    chunk = chunk or (CPU_CHUNK if device.type == "cpu" else len(problems))
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk}: at least 1")
+    if len(problems) <= chunk:
+        return solve(problems)
+    n = max(p.n for p in problems)
+    m = max(max(p.m for p in problems), 1)
+    parts = [solve(QPBatch.from_qps(problems[i:i + chunk], device, n=n, m=m)) for i in range(0, len(problems), chunk)]
+    fields = {f.name for f in dataclasses.fields(parts[0])} - {"setup_seconds", "solve_seconds"}
+    return type(parts[0])(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields},
+                          setup_seconds=sum(p.setup_seconds for p in parts),
+                          solve_seconds=sum(p.solve_seconds for p in parts))
+
+
 def solve_qps(problems: list[QP], settings: OSQPSettings | None = None, device: torch.device | str = "cpu",
-              backend: Literal["dense", "sparse"] = "dense") -> QPSolution:
-    """Solve a list of QPs with the batched core: ``solve_qps([qp1, qp2]).x``."""
-    return OSQPBatch(problems, settings, device=device, backend=backend).solve()
+              backend: Literal["dense", "sparse"] = "dense", chunk: int | None = None) -> QPSolution:
+    """Solve a list of QPs with the batched core: ``solve_qps([qp1, qp2]).x``; ``chunk``: see ``in_chunks``."""
+    device = torch.device(device)
+    return in_chunks(problems, device, lambda part: OSQPBatch(part, settings, device=device, backend=backend).solve(),
+                     chunk)

@@ -25,7 +25,7 @@ from torch import nn
 
 from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file
 from learned_optimizers.common.settings import setting, validate
-from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, QPSolution
+from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, QPSolution, in_chunks
 from learned_optimizers.qp.problems import QP, QPBatch
 
 #: log10 rho range of the action (OSQP's own clip [1e-6, 1e6])
@@ -212,9 +212,16 @@ class RLQPSolver:
 
     def solve(self, problems: list[QP] | QPBatch | QP, device: torch.device | str = "cpu",
               backend: Literal["dense", "sparse"] = "dense",
-              warm_start: tuple[Any, Any] | None = None) -> RLQPSolution:
+              warm_start: tuple[Any, Any] | None = None, chunk: int | None = None) -> RLQPSolution:
         """Solve a QP or a batch; ``warm_start``: (x, y) of the batch's padded shape (or of the one QP), unscaled,
-        either may be None (OSQP's start: zero)."""
+        either may be None (OSQP's start: zero). A list is solved ``in_chunks`` (``chunk``) unless warm-started."""
+        device = torch.device(device)
+        if warm_start is not None:
+            return self._solve(problems, device, backend, warm_start)
+        return in_chunks(problems, device, lambda part: self._solve(part, device, backend, None), chunk)
+
+    def _solve(self, problems: list[QP] | QPBatch | QP, device: torch.device, backend: Literal["dense", "sparse"],
+               warm_start: tuple[Any, Any] | None) -> RLQPSolution:
         s = self.settings
         osqp_settings = replace(s.osqp, adaptive_rho=False)
         batch = OSQPBatch([problems] if isinstance(problems, QP) else problems, osqp_settings, device=device,
