@@ -15,6 +15,7 @@ from learned_optimizers.control.problem import MaxQProblem, MaxQSettings
 from learned_optimizers.fixed_point.maps import FIXED_POINT_MAPS
 from learned_optimizers.l2o.tasks import TRAINING_TASK_FAMILIES
 from learned_optimizers.qp.mix import QPMix, QPMixSettings
+from learned_optimizers.qp.parametric import ParametricQPSettings, QPWarmStartProblem
 from learned_optimizers.sphere.problem import SphereProblem, SphereSettings
 
 #: fixed-point map families: the fixed-point domain's own maps and SCS's iteration as a map (conic)
@@ -26,10 +27,12 @@ FIXED_POINT_FAMILIES: dict[str, tuple[type[FixedPointMap], type[FixedPointTaskSe
 #: family name -> (problem class, its settings dataclass); "qp" is a distribution of QPs for RLQP,
 #: "deq", "ista" and "scs-*" are fixed-point map families and "logreg", "robust", "mlp", "quadratic" are
 #: training objectives for learning to optimize (each with the settings of the MDP around it); "max_q" is
-#: control: max_u Q(x, u) with the agent's learned critic on a MuJoCo env
+#: control: max_u Q(x, u) with the agent's learned critic on a MuJoCo env; "qp_warm_start" is a parametric QP
+#: family whose context gives a start (x, y) for OSQP
 PROBLEM_FAMILIES: dict[str, tuple[type, type]] = {
     "sphere": (SphereProblem, SphereSettings),
     "qp": (QPMix, QPMixSettings),
+    "qp_warm_start": (QPWarmStartProblem, ParametricQPSettings),
     **FIXED_POINT_FAMILIES,
     **TRAINING_TASK_FAMILIES,
     "max_q": (MaxQProblem, MaxQSettings),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from agents.common.agent import Agent
@@ -11,14 +12,25 @@ from agents.common.domain import BenchCommand, Domain
 from agents.qp.bench import bench_qp
 from agents.qp.bench_rlqp import bench_rlqp
 from agents.qp.bench_td3 import bench_td3
+from agents.qp.bench_warm_start import bench_warm_start
 from agents.qp.evaluation import evaluate_rlqp, rlqp_eval_table
 from agents.qp.kinds import RUNS
 from agents.qp.rlqp_td3 import RLQPTrainer
 from agents.qp.speed import qp_speed_rows
+from agents.qp.warm_start import WarmStartRegression
+from learned_optimizers.qp.warm_start import WarmStarter
 
 
 def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
-    """An RLQP run is a solver, not a context -> solution model: its policy against real osqp."""
+    """An RLQP run is a solver, not a context -> solution model: its policy against real osqp. A warm-start run:
+    the real osqp from its starts on ``episodes`` held-out contexts in sequence (the warm-start bench's rows)."""
+    if isinstance(agent, WarmStartRegression):
+        starter = agent.model_dir / agent.model_file
+        if not starter.is_file():
+            raise FileNotFoundError(f"{starter}: no trained warm starter in this run yet")
+        result = bench_warm_start([str(starter)], contexts=max(episodes, 2), seed=agent.config.eval.seed,
+                                  into=agent.run)
+        return {"warm_start": result}
     policy = agent.model_dir / RLQPTrainer.policy_file
     if not policy.is_file():
         raise FileNotFoundError(f"{policy}: no trained policy in this run yet (train or --resume it to the end first)")
@@ -49,6 +61,26 @@ def _qp(args: argparse.Namespace) -> dict[str, Any]:
                     seed=args.seed, root=args.root)
 
 
+def _warm_start_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", action="append", required=True, metavar="RUN",
+                        help="a warm-start run directory, its warm_start.pt, or shipped:<kind> (mpc, portfolio); "
+                             "repeat to compare several on one family")
+    parser.add_argument("--contexts", type=int, default=200, help="held-out contexts, in sequence (default 200)")
+
+
+def _warm_start(args: argparse.Namespace) -> dict[str, Any]:
+    return bench_warm_start([], contexts=args.contexts, name=args.name or "bench-warm-start", seed=args.seed,
+                            root=args.root, starters=[(spec, _starter(spec)) for spec in args.checkpoint])
+
+
+def _starter(spec: str) -> WarmStarter:
+    """The starter a run directory, a starter file or ``shipped:<kind>`` names."""
+    if spec.startswith("shipped:"):
+        return WarmStarter.shipped(spec.removeprefix("shipped:"))
+    path = Path(spec)
+    return WarmStarter.load(path / WarmStartRegression.model_file if path.is_dir() else path)
+
+
 def _td3_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--updates", type=int, default=500, help="timed gradient updates per learner (default 500)")
 
@@ -60,10 +92,12 @@ def _td3(args: argparse.Namespace) -> dict[str, Any]:
 DOMAIN = Domain(
     runs=RUNS,
     evaluate=evaluate,
-    eval_table=rlqp_eval_table,
+    eval_table=lambda result: result["warm_start"]["table"] if "warm_start" in result else rlqp_eval_table(result),
     no_gap="`amortize gap` compares a model's one pass with solving f(y; x) from scratch; an RLQP policy is itself part of a "
            "solver: use `amortize bench qp --policy RUN/policy.pt` for its comparison with osqp",
     benches=(BenchCommand("qp", "our batched OSQP core against the real osqp package", _qp_arguments, _qp),
+             BenchCommand("warm-start", "learned warm starts for the real osqp on a parametric QP family: cold, "
+                          "previous solution, learned", _warm_start_arguments, _warm_start, default_seed=1_000_003),
              BenchCommand("td3", "RLQP's row TD3 learner against stable-baselines3's TD3, updates per second",
                           _td3_arguments, _td3)),
     speed=qp_speed_rows,

@@ -1,0 +1,134 @@
+"""``amortize bench warm-start``: the real osqp on held-out contexts of a parametric QP family, cold, from the
+previous context's solution and from learned warm starts, at each tolerance.
+
+The contexts are a drifting sequence (``ParametricQPFamily.sequence``, from the eval seed, never the training
+seed): what a user solves again and again. Each start has its own ``osqp.OSQP``, set up once and then fed
+``update(q=, l=, u=)``, ``warm_start(x=, y=)``, ``solve()`` per context: the same path for every row, so the rows
+differ only by where osqp starts (cold: x = y = 0, osqp's own start). Seconds per context are measured around
+those three calls, plus the model's forward pass: once for the whole sequence divided by its length
+("batched") and once per context ("single"). Shifted geometric means (shift 10 iterations, 10 us).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import osqp
+import scipy.sparse as sp
+
+from agents.common.runs import DEFAULT_ROOT, RunDir
+from agents.common.statistics import shifted_geometric_mean
+from agents.common.tables import format_table, fraction
+from learned_optimizers.qp.parametric import ParametricQPFamily
+from learned_optimizers.qp.warm_start import WarmStarter
+
+TOLERANCES = (1e-3, 1e-5)
+#: the shift of the seconds' geometric mean, in ms: 10 us, small beside one solve (0.1-1 ms)
+MS_SHIFT = 0.01
+Start = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _run(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: Start) -> dict[str, Any]:
+    """osqp over the sequence from ``start(t, context)``; per-context iterations, statuses and seconds."""
+    q, l, u = family.data(contexts)
+    solver = osqp.OSQP()
+    solver.setup(P=sp.triu(family.P, format="csc"), q=q[0], A=family.A, l=l[0], u=u[0], eps_abs=eps, eps_rel=eps,
+                 polishing=False, verbose=False)
+    iterations, statuses, seconds, solutions = [], [], [], []
+    for t in range(len(contexts)):
+        x0, y0 = start(t, contexts[t])
+        t0 = time.perf_counter()
+        solver.update(q=q[t], l=l[t], u=u[t])
+        solver.warm_start(x=x0, y=y0)
+        res = solver.solve(raise_error=False)
+        seconds.append(time.perf_counter() - t0)
+        iterations.append(int(res.info.iter))
+        statuses.append(res.info.status)
+        solutions.append((res.x.copy(), res.y.copy()))
+    return {"iterations": iterations, "statuses": statuses, "seconds": seconds, "solutions": solutions}
+
+
+def _forward_seconds(starter: WarmStarter, contexts: np.ndarray, repeats: int = 5) -> tuple[float, float]:
+    """(batched, single) seconds per context of the model's forward pass, medians of ``repeats``."""
+    batched, single = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        starter.predict(contexts)
+        batched.append((time.perf_counter() - t0) / len(contexts))
+        t0 = time.perf_counter()
+        for c in contexts:
+            starter.predict(c)
+        single.append((time.perf_counter() - t0) / len(contexts))
+    return float(np.median(batched)), float(np.median(single))
+
+
+def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "bench-warm-start", seed: int = 1_000_003,
+                     root: str | Path = DEFAULT_ROOT, starters: list[tuple[str, WarmStarter]] | None = None,
+                     into: RunDir | None = None) -> dict[str, Any]:
+    """Rows per tolerance: cold, previous solution, each learned starter (forward pass batched and single).
+    ``into``: write the plot into this run (``amortize eval``, which writes eval.json) instead of a new bench dir."""
+    if contexts < 2:
+        raise ValueError(f"--contexts={contexts}: at least 2 (the previous-solution row needs one before)")
+    starters = list(starters or []) + [(str(c), WarmStarter.load(c)) for c in checkpoints]
+    if not starters:
+        raise ValueError("give at least one --checkpoint (a warm-start run's warm_start.pt, a run directory, or "
+                         "shipped:<family>)")
+    family = starters[0][1].family
+    for label, s in starters[1:]:
+        if s.family.name != family.name:
+            raise ValueError(f"{label}: trained on {s.family.name}, the first on {family.name}; compare one family")
+    seq = family.sequence(contexts, np.random.default_rng(seed))
+    zero = (np.zeros(family.n), np.zeros(family.m))
+    rows, methods = [], {}
+    for eps in TOLERANCES:
+        cold = _run(family, seq, eps, lambda t, c: zero)
+        previous_solutions = cold["solutions"]
+        runs = {"cold (x = y = 0)": (cold, 0.0, 0.0),
+                "previous solution": (_run(family, seq, eps,
+                                           lambda t, c: previous_solutions[t - 1] if t else zero), 0.0, 0.0)}
+        for label, starter in starters:
+            predictions = starter.predict(seq)
+            batched, single = _forward_seconds(starter, seq)
+            runs[f"learned {label}"] = (_run(family, seq, eps, lambda t, c: (predictions[0][t], predictions[1][t])),
+                                        batched, single)
+        cold_sgm = shifted_geometric_mean([1e3 * s for s in cold["seconds"]], shift=MS_SHIFT)
+        for label, (run, batched, single) in runs.items():
+            solved = [s == "solved" for s in run["statuses"]]
+            lost = sum(c == "solved" and s != "solved" for c, s in zip(cold["statuses"], run["statuses"]))
+            ms = {kind: shifted_geometric_mean([1e3 * (s + extra) for s in run["seconds"]], shift=MS_SHIFT)
+                  for kind, extra in (("batched", batched), ("single", single))}
+            record = {"eps": eps, "median_iterations": float(np.median(run["iterations"])),
+                      "sgm_iterations": shifted_geometric_mean(run["iterations"]), "solved": int(sum(solved)),
+                      "contexts": len(solved), "solved_by_cold_but_not_here": lost,
+                      "sgm_ms_forward_batched": ms["batched"], "sgm_ms_forward_single": ms["single"],
+                      "speedup_over_cold_batched": cold_sgm / ms["batched"],
+                      "speedup_over_cold_single": cold_sgm / ms["single"],
+                      "forward_ms_batched": 1e3 * batched, "forward_ms_single": 1e3 * single}
+            methods[f"{label} @ {eps:g}"] = record
+            rows.append([f"{eps:g}", label, record["median_iterations"], f"{record['sgm_iterations']:.1f}",
+                         f"{ms['batched']:.3f}", f"{ms['single']:.3f}", f"{record['speedup_over_cold_batched']:.2f}x",
+                         f"{record['speedup_over_cold_single']:.2f}x", fraction(int(sum(solved)), len(solved))])
+    table = format_table(["eps", "start", "median iters", "sgm iters", "sgm ms (batched fwd)", "sgm ms (single fwd)",
+                          "vs cold (batched)", "vs cold (single)", "solved"], rows)
+    table += (f"\n\n{family.name}: n = {family.n}, m = {family.m}; {contexts} held-out contexts in sequence (seed {seed}); "
+              "osqp set up once per row, then update + warm_start + solve per context")
+    out = into or RunDir.create(name, root)
+    summary = {"family": family.name, "contexts": contexts, "seed": seed, "methods": methods, "table": table,
+               "checkpoints": [label for label, _ in starters]}
+    path = None if into else out.write_json("bench.json", summary)
+    plot = _plot(out.plot_path("warm_start.png") if into else out.plots / "warm_start.png", methods, family.name)
+    summary["paths"] = {"json": str(path), "plots": [str(plot)], "tensorboard": str(out.path)}
+    return summary
+
+
+def _plot(path: Path, methods: dict[str, dict[str, Any]], title: str) -> Path:
+    from agents.common.plots import plot_grouped_bars
+
+    labels = sorted({k.rsplit(" @ ", 1)[0] for k in methods}, key=list(dict.fromkeys(k.rsplit(" @ ", 1)[0] for k in methods)).index)
+    series = {f"eps {eps:g}": [methods[f"{label} @ {eps:g}"]["sgm_ms_forward_batched"] for label in labels]
+              for eps in TOLERANCES}
+    return plot_grouped_bars(path, labels, series, "osqp ms per context (SGM, forward pass included)",
+                             f"{title}: warm starts for the real osqp")

@@ -1,0 +1,119 @@
+"""A learned warm start for the real osqp: context -> the QP's primal-dual solution (x, y), then osqp from there.
+
+    starter = WarmStarter.load("warm_start.pt")          # or WarmStarter.shipped("mpc")
+    x, y = starter.predict(contexts)                      # (k, n), (k, m): batched, no torch graph
+    result = starter.solve(context)                       # osqp's own result, warm-started
+
+``solve`` sets up one ``osqp.OSQP`` per starter (the family's P and A are fixed, so osqp factors once) and
+per context calls ``update(q=, l=, u=)``, ``warm_start(x=, y=)`` and ``solve``: the compiled solver does the
+work, the model only chooses where it starts. The model predicts in the problem's own (unscaled) units,
+standardized by the training set's mean and spread of each coordinate; osqp scales the start itself.
+Inference runs as numpy matrix products (a few microseconds for one context). Neither gymnasium nor
+stable-baselines3 is imported on this path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import osqp
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from learned_optimizers.common.files import read_model_file, save_model_file
+from learned_optimizers.qp.parametric import ParametricQPFamily, ParametricQPSettings, make_family
+
+#: the starters trained with configs/warm_start_<family>.yaml, shipped inside the package
+SHIPPED = Path(__file__).parent / "policies"
+KEYS = ("family", "hidden_sizes", "state_dict", "context_mean", "context_std", "out_mean", "out_std", "eps")
+
+
+class WarmStartNet(nn.Module):
+    """An MLP from the standardized context to the standardized (x, y)."""
+
+    def __init__(self, context_dim: int, out_dim: int, hidden_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = context_dim
+        for h in hidden_sizes:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, c: torch.Tensor) -> torch.Tensor:
+        return self.net(c)
+
+
+class WarmStarter:
+    """A trained warm start for one parametric QP family, deployable without the training code."""
+
+    def __init__(self, family: ParametricQPFamily, family_settings: dict[str, Any], net: WarmStartNet,
+                 stats: dict[str, np.ndarray], eps: float) -> None:
+        self.family, self.family_settings, self.net, self.eps = family, family_settings, net.eval(), eps
+        self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
+        self._layers = [(m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
+                        for m in net.net if isinstance(m, nn.Linear)]
+        self._solver: osqp.OSQP | None = None
+        self._solver_settings: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ files
+    def save(self, path: str | Path, **metadata: Any) -> None:
+        save_model_file({"family": dict(self.family_settings), "hidden_sizes": [m.out_features for m in self.net.net
+                                                                               if isinstance(m, nn.Linear)][:-1],
+                         "state_dict": self.net.state_dict(), "eps": self.eps, "metadata": metadata,
+                         **{k: torch.as_tensor(v) for k, v in self.stats.items()}}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "WarmStarter":
+        blob = read_model_file(path, "cpu", "a warm starter", KEYS)
+        family = make_family(ParametricQPSettings(**blob["family"]))
+        stats = {k: blob[k].numpy() for k in ("context_mean", "context_std", "out_mean", "out_std")}
+        net = WarmStartNet(family.context_dim, family.n + family.m, tuple(blob["hidden_sizes"]))
+        try:
+            net.load_state_dict(blob["state_dict"])
+        except RuntimeError as err:
+            raise ValueError(f"{str(path)!r}: its weights do not fit family {family.name} ({err})") from None
+        starter = cls(family, blob["family"], net, stats, float(blob["eps"]))
+        starter.metadata = blob.get("metadata", {})
+        return starter
+
+    @classmethod
+    def shipped(cls, family: str) -> "WarmStarter":
+        path = SHIPPED / f"warm_start_{family}.pt"
+        if not path.is_file():
+            names = sorted(p.stem.removeprefix("warm_start_") for p in SHIPPED.glob("warm_start_*.pt"))
+            raise FileNotFoundError(f"no shipped warm starter for family {family!r}; shipped: {', '.join(names) or 'none'}")
+        return cls.load(path)
+
+    # ------------------------------------------------------------ prediction
+    def predict(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) for each context: (k, n) and (k, m), or a named error for a malformed context."""
+        c = self.family.check_contexts(contexts)
+        h = (c - self.stats["context_mean"]) / self.stats["context_std"]
+        for i, (W, b) in enumerate(self._layers):
+            h = h @ W + b
+            if i < len(self._layers) - 1:
+                np.maximum(h, 0.0, out=h)
+        out = h * self.stats["out_std"] + self.stats["out_mean"]
+        return out[:, : self.family.n], out[:, self.family.n:]
+
+    # ------------------------------------------------------------ the real osqp, warm-started
+    def solve(self, context: np.ndarray, **settings: Any) -> Any:
+        """osqp's result for one context, started from the prediction. ``settings`` are osqp's (default: the
+        eps the starter was trained for, no polishing); a change of settings sets osqp up again."""
+        settings = {"eps_abs": self.eps, "eps_rel": self.eps, "polishing": False, "verbose": False, **settings}
+        x, y = self.predict(context)
+        q, l, u = self.family.data(context)
+        if self._solver is None or settings != self._solver_settings:
+            self._solver = osqp.OSQP()
+            self._solver.setup(P=sp.triu(self.family.P, format="csc"), q=q[0], A=self.family.A, l=l[0], u=u[0],
+                               **settings)
+            self._solver_settings = settings
+        else:
+            self._solver.update(q=q[0], l=l[0], u=u[0])
+        self._solver.warm_start(x=x[0], y=y[0])
+        return self._solver.solve(raise_error=False)

@@ -1,0 +1,140 @@
+"""Warm starts for the real osqp: parametric families, the one-step env, the regression agent, the deployable
+starter and the bench against cold osqp."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs  # noqa: F401  (registers the env ids)
+from agents.cli import main
+from agents.qp.bench_warm_start import _run, bench_warm_start
+from agents.registry import config_from_dict
+from agents.workflows import resume, train
+from learned_optimizers.qp.parametric import (
+    ParametricQPFamily,
+    ParametricQPSettings,
+    QPWarmStartProblem,
+    make_family,
+    solve_family,
+)
+from learned_optimizers.qp.problems import QPValidationError
+from learned_optimizers.qp.warm_start import WarmStarter, WarmStartNet
+
+TINY = {"family": "qp_warm_start", "kind": "mpc", "size": 2, "horizon": 4, "seed": 3, "eps": 1e-5}
+
+
+def tiny_config(steps: int = 60):
+    return config_from_dict({"device": "cpu", "seed": 1, "env": "amortize/QP-WarmStart-v0", "problem": TINY,
+                             "agent": {"kind": "warm_start_regression", "hidden_sizes": [32], "dataset_size": 128,
+                                       "batch_size": 32},
+                             "train": {"total_steps": steps, "checkpoint_every": 20, "eval_every": 20, "log_every": 10},
+                             "eval": {"seed": 1000003}})
+
+
+@pytest.mark.parametrize("kind", ["mpc", "portfolio", "lasso"])
+def test_each_family_is_affine_in_its_context_and_osqp_solves_it(kind):
+    family = make_family(ParametricQPSettings(kind=kind, size=4, horizon=3))
+    c = family.sample_contexts(3, np.random.default_rng(0))
+    q, l, u = family.data(c)
+    q2, l2, u2 = family.data(0.5 * (c[0] + c[1]))
+    finite = np.isfinite(l2[0])
+    assert np.allclose(q2[0], 0.5 * (q[0] + q[1])) and np.allclose(l2[0][finite], 0.5 * (l[0] + l[1])[finite])
+    _, _, statuses = solve_family(family, c, 1e-6)
+    assert statuses == ["solved"] * 3
+    seq = family.sequence(50, np.random.default_rng(1))
+    lo, hi = family.context_mean - family.context_scale, family.context_mean + family.context_scale
+    assert ((seq >= lo - 1e-12) & (seq <= hi + 1e-12)).all() and np.abs(np.diff(seq, axis=0)).max() > 0
+
+
+def test_a_users_family_from_a_file_and_its_errors(tmp_path):
+    family = make_family(ParametricQPSettings(kind="portfolio", size=5))
+    family.save(tmp_path / "mine.npz")
+    loaded = ParametricQPFamily.from_file(tmp_path / "mine.npz")
+    c = family.sample_contexts(2, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(family.data(c), loaded.data(c)))
+    np.savez(tmp_path / "partial.npz", P=np.eye(2))
+    with pytest.raises(QPValidationError, match="partial.npz: missing A, q0"):
+        ParametricQPFamily.from_file(tmp_path / "partial.npz")
+    (tmp_path / "junk.npz").write_text("not a zip")
+    with pytest.raises(QPValidationError, match="junk.npz: not a readable .npz family file"):
+        ParametricQPFamily.from_file(tmp_path / "junk.npz")
+
+
+def test_the_one_step_env_passes_gymnasiums_checker_and_rewards_a_better_start():
+    env = gym.make("amortize/QP-WarmStart-v0", **{k: v for k, v in TINY.items() if k != "family"})
+    check_env(env.unwrapped, skip_render_check=True)
+    problem = QPWarmStartProblem(ParametricQPSettings(**{k: v for k, v in TINY.items() if k != "family"}))
+    x = problem.sample_contexts(4, torch.Generator().manual_seed(0))
+    xs, ys, _ = solve_family(problem.qp_family, x.double().numpy(), 1e-8)
+    perfect = torch.as_tensor(np.concatenate([xs, ys], axis=1), dtype=torch.float32)
+    assert torch.all(problem.objective(perfect, x) == 0.25)  # stopped at the first check: 25 iterations
+    assert torch.all(problem.objective(torch.zeros_like(perfect), x) > 0.25)
+    with pytest.raises(ValueError, match="contexts contain NaN"):
+        problem.objective(perfect, torch.full_like(x, float("nan")))
+
+
+def _zero_starter(family: ParametricQPFamily) -> WarmStarter:
+    net = WarmStartNet(family.context_dim, family.n + family.m, (8,))
+    torch.nn.init.zeros_(net.net[-1].weight)
+    torch.nn.init.zeros_(net.net[-1].bias)
+    d, k = family.context_dim, family.n + family.m
+    stats = {"context_mean": np.zeros(d), "context_std": np.ones(d), "out_mean": np.zeros(k), "out_std": np.ones(k)}
+    return WarmStarter(family, {"kind": "mpc"}, net, stats, 1e-5)
+
+
+def test_a_perfect_start_stops_osqp_at_its_first_check_and_a_zero_one_is_cold_osqp():
+    family = make_family(ParametricQPSettings(kind="mpc", size=3, horizon=5))
+    seq = family.sequence(12, np.random.default_rng(5))
+    xs, ys, _ = solve_family(family, seq, 1e-9)
+    perfect = _run(family, seq, 1e-5, lambda t, c: (xs[t], ys[t]))
+    assert perfect["iterations"] == [25] * len(seq) and perfect["statuses"] == ["solved"] * len(seq)
+    cold = _run(family, seq, 1e-5, lambda t, c: (np.zeros(family.n), np.zeros(family.m)))
+    starter = _zero_starter(family)
+    assert np.all(starter.predict(seq)[0] == 0) and np.all(starter.predict(seq)[1] == 0)
+    zero = [starter.solve(c, eps_abs=1e-5, eps_rel=1e-5).info.iter for c in seq]
+    assert zero == cold["iterations"]
+    assert cold["iterations"][0] > 25
+
+
+def test_bad_contexts_name_the_family_and_the_shape():
+    starter = _zero_starter(make_family(ParametricQPSettings(kind="mpc", size=3, horizon=5)))
+    with pytest.raises(ValueError, match="a context has 3 entries; got an array of shape \\(4,\\)"):
+        starter.predict(np.zeros(4))
+    with pytest.raises(ValueError, match="contexts contain NaN or inf"):
+        starter.solve(np.array([0.0, np.nan, 0.0]))
+
+
+def test_the_deployable_starter_imports_neither_gymnasium_nor_sb3():
+    code = ("import sys; from learned_optimizers.qp.warm_start import WarmStarter; "
+            "bad = [m for m in ('gymnasium', 'stable_baselines3') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_resume_eval_and_bench_a_warm_start_run(tmp_path, capsys):
+    run = train(tiny_config(40), name="ws", root=tmp_path)
+    starter = WarmStarter.load(run.path / "warm_start.pt")
+    assert (run.path / "labels.pt").is_file() and (run.path / "best" / "warm_start.pt").is_file()
+    resume(run.path, ["train.total_steps=60"])
+    assert WarmStarter.load(run.path / "warm_start.pt").metadata["step"] == 60
+    c = starter.family.sample_contexts(3, np.random.default_rng(9))
+    x, y = starter.predict(c)
+    assert x.shape == (3, starter.family.n) and y.shape == (3, starter.family.m)
+    assert main(["eval", str(run.path), "--episodes", "5"]) == 0
+    assert "previous solution" in capsys.readouterr().out
+    assert main(["bench", "warm-start", "--checkpoint", str(run.path), "--contexts", "6", "--root", str(tmp_path),
+                 "--name", "b"]) == 0
+    record = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert {k.rsplit(" @ ", 1)[0] for k in record["methods"]} == {"cold (x = y = 0)", "previous solution",
+                                                                 f"learned {run.path}"}
+    for m in record["methods"].values():
+        assert m["solved"] == m["contexts"] == 6 and m["solved_by_cold_but_not_here"] == 0
+    with pytest.raises(ValueError, match="give at least one --checkpoint"):
+        bench_warm_start([], root=tmp_path)
