@@ -138,3 +138,18 @@ def test_train_resume_eval_and_bench_a_warm_start_run(tmp_path, capsys):
         assert m["solved"] == m["contexts"] == 6 and m["solved_by_cold_but_not_here"] == 0
     with pytest.raises(ValueError, match="give at least one --checkpoint"):
         bench_warm_start([], root=tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["mpc", "portfolio"])
+def test_the_shipped_starters_load_small_and_start_osqp_closer_than_zero(kind):
+    starter = WarmStarter.shipped(kind)
+    from learned_optimizers.qp.warm_start import SHIPPED
+    assert (SHIPPED / f"warm_start_{kind}.pt").stat().st_size < 2_000_000
+    seq = starter.family.sequence(20, np.random.default_rng(1_000_003))
+    x, y = starter.predict(seq)
+    cold = _run(starter.family, seq, 1e-3, lambda t, c: (np.zeros(starter.family.n), np.zeros(starter.family.m)))
+    learned = _run(starter.family, seq, 1e-3, lambda t, c: (x[t], y[t]))
+    assert learned["statuses"] == cold["statuses"] == ["solved"] * len(seq)
+    assert np.median(learned["iterations"]) < np.median(cold["iterations"])
+    with pytest.raises(FileNotFoundError, match="no shipped warm starter for family 'lasso'; shipped: mpc, portfolio"):
+        WarmStarter.shipped("lasso")

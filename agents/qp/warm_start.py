@@ -38,7 +38,7 @@ class WarmStartAgentSettings:
     learning_rate: float = setting(1e-3, gt=0.0)
     batch_size: int = setting(256, ge=1, le=1_048_576)
     dataset_size: int = setting(8192, ge=16, le=10_000_000, doc="training contexts labelled once by the real osqp")
-    label_eps: float = setting(1e-7, gt=0.0, lt=1.0, doc="eps_abs = eps_rel of the labels' solves")
+    label_eps: float = setting(1e-6, gt=0.0, lt=1.0, doc="eps_abs = eps_rel of the labels' solves")
     final_learning_rate: float = setting(0.01, gt=0.0, le=1.0,
                                          doc="the learning rate at the last step, as a fraction of learning_rate "
                                              "(cosine decay; 1 keeps it constant)")
@@ -55,8 +55,11 @@ class WarmStartRegression(Agent):
             return read_model_file(path, "cpu", "a warm-start label", ("contexts", "x", "y"))
         a, family = self.config.agent, self.problem.qp_family
         contexts = family.sample_contexts(a.dataset_size, np.random.default_rng(self.config.seed))
-        print(f"labelling {a.dataset_size} contexts with osqp (eps {a.label_eps:g}) ...")
-        x, y, statuses = solve_family(family, contexts, a.label_eps)
+        bar = Progress(a.dataset_size, desc=f"{self.run.name} labels (osqp, eps {a.label_eps:g})")
+        try:
+            x, y, statuses = solve_family(family, contexts, a.label_eps, progress=lambda k: bar.update(1))
+        finally:
+            bar.close()
         solved = np.array([s == "solved" for s in statuses])
         if solved.sum() < 16:
             raise ValueError(f"{family.name}: osqp solved only {int(solved.sum())} of {len(statuses)} training "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import scipy.linalg as sla
@@ -216,15 +217,17 @@ SOLUTION_BOX_SPREADS = 4.0
 CALIBRATION_CONTEXTS = 128
 
 
-def solve_family(family: ParametricQPFamily, contexts: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(x*, y*, statuses) of each context by the real osqp (set up once, then ``update``): the labels of a
-    regression onto solutions."""
+def solve_family(family: ParametricQPFamily, contexts: np.ndarray, eps: float,
+                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(x*, y*, statuses) of each context by the real osqp (set up once, then ``update``; at most 10,000
+    iterations, so an infeasible context costs a bounded time): the labels of a regression onto solutions.
+    ``progress(k)`` is called after every solve with the count done."""
     import osqp
 
     q, l, u = family.data(contexts)
     solver = osqp.OSQP()
     solver.setup(P=sp.triu(family.P, format="csc"), q=q[0], A=family.A, l=l[0], u=u[0], eps_abs=eps, eps_rel=eps,
-                 polishing=False, verbose=False, max_iter=100_000)
+                 polishing=False, verbose=False, max_iter=10_000)
     xs, ys, statuses = np.zeros((len(q), family.n)), np.zeros((len(q), family.m)), []
     for i in range(len(q)):
         solver.update(q=q[i], l=l[i], u=u[i])
@@ -233,6 +236,8 @@ def solve_family(family: ParametricQPFamily, contexts: np.ndarray, eps: float) -
         statuses.append(res.info.status)
         if res.info.status == "solved":
             xs[i], ys[i] = res.x, res.y
+        if progress is not None:
+            progress(i + 1)
     return xs, ys, statuses
 
 
