@@ -118,28 +118,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what ``amortize list`` prints of the registries, written by ``amortize list --refresh``
+CATALOG = Path(__file__).resolve().with_name("catalog.json")
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    from agents.registry import AGENT_KINDS, BENCHES
-    from envs import ENV_IDS
+    import json
 
-    print("environments:")
-    for env_id, text in ENV_IDS.items():
-        print(f"  {env_id:28s} {text}")
-    print("agent kinds:")
-    for kind, text in AGENT_KINDS.items():
-        print(f"  {kind:24s} {text}")
-    print("benchmark families:")
-    for name, command in BENCHES.items():
-        print(f"  {name:24s} {command.help}")
-    from agents.common.shipped import PREFIX, read_record, shipped_runs
-    from agents.registry import DOMAINS
+    if args.refresh:
+        from agents import workflows
 
+        CATALOG.write_text(json.dumps(workflows.catalog(), indent=2) + "\n")
+    catalog = json.loads(CATALOG.read_text())
+    for title, key, width in (("environments", "environments", 28), ("agent kinds", "agent_kinds", 24),
+                              ("benchmark families", "benchmarks", 24)):
+        print(f"{title}:")
+        for name, text in catalog[key].items():
+            print(f"  {name:{width}s} {text}")
     print("shipped runs (amortize eval/gap shipped:<name>):")
-    for name, folder in shipped_runs(d.shipped_dir for d in DOMAINS if d.shipped_dir is not None).items():
-        r = read_record(folder) or {}
-        e = r.get("evaluation", {})
-        print(f"  {PREFIX + name:28s} {r.get('agent', '?')} on {r.get('env', '?')}, {r.get('steps', '?')} steps, "
-              f"return {e.get('return_mean', float('nan')):.0f} over {e.get('episodes', '?')} episodes")
+    package = CATALOG.parents[1]
+    for folder in catalog["shipped_dirs"]:
+        for record_file in sorted((package / folder).glob("*/shipped.json")):
+            r = json.loads(record_file.read_text())
+            e = r.get("evaluation", {})
+            print(f"  {'shipped:' + record_file.parent.name:28s} {r.get('agent', '?')} on {r.get('env', '?')}, "
+                  f"{r.get('steps', '?')} steps, return {e.get('return_mean', float('nan')):.0f} over "
+                  f"{e.get('episodes', '?')} episodes")
     folder = Path(args.configs) if args.configs else (CONFIG_DIR if CONFIG_DIR.is_dir() else SHIPPED_CONFIGS)
     print(f"configs ({folder}; `amortize train NAME` takes a path or a shipped name):")
     for path in sorted(folder.glob("*.yaml")):
@@ -238,6 +242,8 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="env ids, agent kinds, benchmark families and shipped configs")
     p.add_argument("--configs", help="config folder (default: ./configs, else the project's own)")
+    p.add_argument("--refresh", action="store_true",
+                   help="rebuild the catalog of envs, agent kinds and benches from the registries (after adding one)")
     p.set_defaults(func=cmd_list)
     return parser
 
@@ -263,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The command, with its named errors turned into one line and an exit code."""
+    if args.command == "list" and not args.refresh:  # reads files only: no torch, no run directories
+        try:
+            return args.func(args)
+        except (OSError, ValueError) as err:
+            print(f"amortize list: error: {err}", file=sys.stderr)
+            return 2
     from agents.common.config import ConfigError
     from agents.common.interrupt import TrainingInterrupted
     from agents.common.runs import RunInUseError, discard_unfinished, forget_created

@@ -92,6 +92,19 @@ def resume(run_path: str | Path, overrides: list[str] | None = None, device: str
     return run
 
 
+def catalog() -> dict[str, Any]:
+    """What ``amortize list`` shows of the registries (env ids, agent kinds, benches, shipped-run folders), as
+    plain data: kept in ``agents/catalog.json`` so that listing imports neither torch nor gymnasium."""
+    from agents.registry import AGENT_KINDS, BENCHES
+    from envs import ENV_IDS
+
+    package = Path(__file__).resolve().parents[1]
+    return {"environments": dict(ENV_IDS), "agent_kinds": dict(AGENT_KINDS),
+            "benchmarks": {name: command.help for name, command in BENCHES.items()},
+            "shipped_dirs": [str(d.shipped_dir.resolve().relative_to(package)) for d in DOMAINS
+                             if d.shipped_dir is not None]}
+
+
 def _open(run_path: str | Path, device: str | None) -> tuple[RunDir, RunConfig]:
     """A run by path, or a shipped one by ``shipped:<name>`` (copied into runs/ first)."""
     run = RunDir.open(resolve_run(run_path, [d.shipped_dir for d in DOMAINS if d.shipped_dir is not None]))

@@ -195,6 +195,26 @@ def test_help_starts_without_importing_torch_or_gymnasium(argv):
     assert not {"torch", "gymnasium", "stable_baselines3", "matplotlib"} & imported
 
 
+def test_list_starts_at_once_and_its_catalog_is_what_the_registries_say():
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from agents import workflows
+    from agents.cli import CATALOG
+
+    assert json.loads(CATALOG.read_text()) == workflows.catalog(), "stale: run `amortize list --refresh`"
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "agents.cli", "list"], capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - t0
+    assert done.returncode == 0 and "amortize/QP-WarmStart-v0" in done.stdout and "shipped:humanoid-sac" in done.stdout
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not {"torch", "gymnasium", "stable_baselines3", "matplotlib"} & imported
+    assert seconds < 0.5, seconds
+
+
 def test_shares_have_denominators_and_ratios_say_fewer_or_more():
     from agents.common.tables import fewer_or_more, fraction
 

@@ -15,6 +15,8 @@ def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_proble
                  "--device", "cpu", "--root", str(tmp_path), "--name", "speed"]) == 0
     out = capsys.readouterr().out
     assert "speed-up" in out and "torch threads" in out
+    table = out[out.index("problems "):out.index("device cpu, torch threads", out.index("problems "))]
+    assert max(len(line) for line in table.splitlines()) <= 120, table
     record = json.loads((tmp_path / "speed" / "speed.json").read_text())
     rows = record["rows"]
     # two problem sets x two batch sizes x (core, RLQP)
@@ -25,6 +27,7 @@ def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_proble
         assert r["solved"] == r["batch"] and r["peer_solved"] == r["peer_timed"]
         assert r["speedup"] == pytest.approx(r["peer_seconds"] / r["seconds"])
     core = [r for r in rows if r["solver"].startswith("core")]
+    assert "* the peer timed on the first 2 problems" in out
     assert all(r["extra"]["same_status"] == r["peer_timed"] for r in core)
     assert all(r["median_iterations"] == r["peer_median_iterations"] for r in core if r["batch"] == 1)
     assert (tmp_path / "speed" / "plots" / "speed.png").stat().st_size > 10_000

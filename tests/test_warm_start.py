@@ -132,8 +132,9 @@ def test_train_resume_eval_and_bench_a_warm_start_run(tmp_path, capsys):
     assert main(["bench", "warm-start", "--checkpoint", str(run.path), "--contexts", "6", "--root", str(tmp_path),
                  "--name", "b"]) == 0
     record = json.loads((tmp_path / "b" / "bench.json").read_text())
-    assert {k.rsplit(" @ ", 1)[0] for k in record["methods"]} == {"cold (x = y = 0)", "previous solution",
-                                                                 f"learned {run.path}"}
+    assert {k.rsplit(" @ ", 1)[0] for k in record["methods"]} == {"cold (x = y = 0)", "previous solution", "learned [1]"}
+    assert record["checkpoints"] == {"learned [1]": str(run.path)}
+    assert max(len(line) for line in record["table"].splitlines()) <= 120
     for m in record["methods"].values():
         assert m["solved"] == m["contexts"] == 6 and m["solved_by_cold_but_not_here"] == 0
     with pytest.raises(ValueError, match="give at least one --checkpoint"):

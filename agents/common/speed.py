@@ -94,16 +94,22 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], device: str, repeats:
 
 
 def speed_table(rows: list[SpeedRow], fmt: str | None = None) -> str:
-    headers = ["problems", "solver", "device", "batch", "problems/s", "ms/problem", "peer", "peer problems/s",
-               "speed-up", "median iters (peer)", "solved (peer)"]
+    """One line per row, at most ~110 columns; the peers and how many problems they were timed on below it."""
+    headers = ["problems", "solver", "dev", "batch", "prob/s", "ms/prob", "peer prob/s", "speed-up", "iters (peer)",
+               "solved (peer)"]
     body = []
     for r in rows:
-        body.append([r.problems, r.solver, r.device, r.batch, f"{r.problems_per_s:.1f}",
-                     f"{1e3 * r.seconds / r.batch:.2f}", r.peer + ("" if r.peer_timed == r.batch else f" ({r.peer_timed} timed)"),
-                     f"{r.batch / r.peer_seconds:.1f}", f"{r.speedup:.2f}x",
+        scaled = "*" if r.peer_timed < r.batch else ""
+        body.append([r.problems, r.solver, r.device, r.batch, f"{r.problems_per_s:.1f}", f"{1e3 * r.seconds / r.batch:.2f}",
+                     f"{r.batch / r.peer_seconds:.1f}{scaled}", f"{r.speedup:.2f}x",
                      f"{r.median_iterations:g} ({r.peer_median_iterations:g})",
-                     f"{r.solved}/{r.batch} ({r.peer_solved}/{r.peer_timed})"])
-    return format_table(headers, body, fmt)
+                     f"{100 * r.solved / r.batch:.0f}% ({100 * r.peer_solved / r.peer_timed:.0f}%)"])
+    peers = ", ".join(dict.fromkeys(r.peer for r in rows))
+    timed = sorted({r.peer_timed for r in rows if r.peer_timed < r.batch})
+    notes = [f"peers, looped one problem at a time, at each row's eps: {peers}"]
+    if timed:
+        notes.append(f"* the peer timed on the first {', '.join(map(str, timed))} problems of the batch, scaled to it")
+    return format_table(headers, body, fmt) + "\n" + "\n".join(notes)
 
 
 def machine_line(device: str) -> str:

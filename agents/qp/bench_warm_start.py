@@ -11,6 +11,7 @@ those three calls, plus the model's forward pass: once for the whole sequence di
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -89,10 +90,10 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
         runs = {"cold (x = y = 0)": (cold, 0.0, 0.0),
                 "previous solution": (_run(family, seq, eps,
                                            lambda t, c: previous_solutions[t - 1] if t else zero), 0.0, 0.0)}
-        for label, starter in starters:
+        for k, (label, starter) in enumerate(starters, 1):
             predictions = starter.predict(seq)
             batched, single = _forward_seconds(starter, seq)
-            runs[f"learned {label}"] = (_run(family, seq, eps, lambda t, c: (predictions[0][t], predictions[1][t])),
+            runs[f"learned [{k}]"] = (_run(family, seq, eps, lambda t, c: (predictions[0][t], predictions[1][t])),
                                         batched, single)
         cold_sgm = shifted_geometric_mean([1e3 * s for s in cold["seconds"]], shift=MS_SHIFT)
         for label, (run, batched, single) in runs.items():
@@ -111,13 +112,17 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
             rows.append([f"{eps:g}", label, record["median_iterations"], f"{record['sgm_iterations']:.1f}",
                          f"{ms['batched']:.3f}", f"{ms['single']:.3f}", f"{record['speedup_over_cold_batched']:.2f}x",
                          f"{record['speedup_over_cold_single']:.2f}x", fraction(int(sum(solved)), len(solved))])
-    table = format_table(["eps", "start", "median iters", "sgm iters", "sgm ms (batched fwd)", "sgm ms (single fwd)",
-                          "vs cold (batched)", "vs cold (single)", "solved"], rows)
-    table += (f"\n\n{family.name}: n = {family.n}, m = {family.m}; {contexts} held-out contexts in sequence (seed {seed}); "
-              "osqp set up once per row, then update + warm_start + solve per context")
+    table = format_table(["eps", "start", "med iters", "sgm iters", "ms batched", "ms single", "x cold (b)",
+                          "x cold (s)", "solved"], rows)
+    table += "".join(f"\n[{k}] {label}" for k, (label, _) in enumerate(starters, 1))
+    notes = ("ms: geometric mean per context of osqp's update + warm_start + solve, plus the model's forward pass "
+             "batched over the sequence (b) or one context at a time (s). "
+             f"{family.name}: n = {family.n}, m = {family.m}; {contexts} held-out contexts in sequence (seed {seed}); "
+             "one osqp set up per row.")
+    table += "\n" + textwrap.fill(notes, 110)
     out = into or RunDir.create(name, root)
     summary = {"family": family.name, "contexts": contexts, "seed": seed, "methods": methods, "table": table,
-               "checkpoints": [label for label, _ in starters]}
+               "checkpoints": {f"learned [{k}]": label for k, (label, _) in enumerate(starters, 1)}}
     path = None if into else out.write_json("bench.json", summary)
     plot = _plot(out.plot_path("warm_start.png") if into else out.plots / "warm_start.png", methods, family.name)
     summary["paths"] = {"json": str(path), "plots": [str(plot)], "tensorboard": str(out.path)}

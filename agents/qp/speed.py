@@ -62,8 +62,9 @@ def qp_speed_rows(settings: SpeedSettings, progress=print) -> list[SpeedRow]:
                 "rlqp": lambda: rlqp.solve(qps, device=device),
                 "osqp-rlqp-eps": lambda: _osqp_loop(peer_qps, rlqp_osqp),
             }, device, settings.repeats, cold=("osqp", "osqp-rlqp-eps"))
-            rows.append(_row("core (osqp's rho)", label, "osqp", device, qps, timed["core"], timed["osqp"]))
-            rows.append(_row(f"RLQP shipped (eps {eps:g})", label, f"osqp eps {eps:g}", device, qps, timed["rlqp"],
+            rows.append(_row(f"core, eps {osqp_settings.eps_abs:g}", label, f"osqp eps {osqp_settings.eps_abs:g}",
+                             device, qps, timed["core"], timed["osqp"]))
+            rows.append(_row(f"RLQP, eps {eps:g}", label, f"osqp eps {eps:g}", device, qps, timed["rlqp"],
                              timed["osqp-rlqp-eps"]))
             del timed
             if torch.device(device).type == "cuda":
