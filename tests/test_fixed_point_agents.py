@@ -101,6 +101,9 @@ def test_regression_agent_and_sb3_agent_then_benchmark(tmp_path, capsys):
     assert row["median_ratio_at_K"] == pytest.approx(trace.ratios[:, 8].median().item(), rel=1e-12)
     assert row["median_ratio_at_2K"] == pytest.approx(trace.ratios[:, 16].median().item(), rel=1e-12)
     assert row["median_ratio_at_K"] != aa["median_ratio_at_K"]
+    for r in summary["methods"].values():  # the clock to tolerance: one step's seconds times the median evaluations
+        expected = r["ms_per_solve_K_steps"] / summary["K"] * r["median_evaluations_to_0.0001"]
+        assert r["median_ms_per_problem_to_0.0001"] == pytest.approx(expected, rel=1e-9)
     assert "anderson (M=5)" in out and (tmp_path / "b" / "plots" / "residual_deq.png").stat().st_size > 10_000
 
 
