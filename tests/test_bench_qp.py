@@ -22,6 +22,8 @@ def test_bench_qp_cli_writes_json_and_agrees_with_osqp(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "shifted geometric mean (shift 10)" in out and "portfolio" in out
     result = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert max(len(line) for line in result["table"].splitlines()) <= 120
+    assert "  3/3  " in result["table"]  # agreement as a count of the class's problems, not a share
     assert set(result["groups"]) == {"random", "portfolio", "control"}
     assert result["overall"]["status_agreement"] == 1.0
     assert len(result["records"]) == 9

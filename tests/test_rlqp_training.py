@@ -67,6 +67,7 @@ def test_train_resume_writes_a_policy_and_bench_reads_it(tmp_path):
     saved = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert len(saved["records"]) == 2 + 2 + 6 and (tmp_path / "b" / "plots" / "rlqp_iterations.png").is_file()
     assert "held-out problems of the training classes" in result["table"]
+    assert max(len(line) for line in result["table"].splitlines()) <= 120
 
     with pytest.raises(ValueError, match="--groups cubic: matches none of the groups"):
         bench_rlqp(str(run.path / "policy.pt"), name="c", root=tmp_path, device="cpu", groups=["cubic"])

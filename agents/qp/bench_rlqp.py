@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from agents.common.plots import plot_grouped_bars
-from agents.common.tables import fewer_or_more, format_table, fraction
+from agents.common.tables import fewer_or_more, format_table
 from agents.common.progress import Progress
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.common.statistics import shifted_geometric_mean
@@ -177,18 +177,21 @@ def bench_rlqp(
             progress.update(len(qps), last=group)
     progress.close()
     summary = summarize(records, OSQPSettings().max_iter)
-    headers = ["group", "osqp ok", "RLQP ok", "RLQP lost", "osqp iter", "core iter", "RLQP iter",
-               "RLQP iter", "osqp s", "RLQP s", "fallback"]
-    rows = [[g, fraction(round(s["osqp_solved"] * s["problems"]), s["problems"]),
-             fraction(round(s["rlqp_solved"] * s["problems"]), s["problems"]), s["rlqp_failed_where_osqp_solved"],
-             s["osqp_sgm_iter"], s["heuristic_sgm_iter"], s["rlqp_sgm_iter"],
-             fewer_or_more(s["iteration_ratio_osqp_over_rlqp"], ""), s["osqp_sgm_seconds"], s["rlqp_sgm_seconds"],
-             s["fallbacks"]] for g, s in summary.items()]
+    headers = ["group", "osqp ok", "RLQP ok", "lost", "osqp iter", "core iter", "RLQP iter",
+               "RLQP iter", "osqp ms", "RLQP ms", "fallback"]
+
+    def solved(share: float, n: int) -> str:
+        return f"{round(share * n)}/{n}"
+
+    rows = [[g, solved(s["osqp_solved"], s["problems"]), solved(s["rlqp_solved"], s["problems"]),
+             s["rlqp_failed_where_osqp_solved"], s["osqp_sgm_iter"], s["heuristic_sgm_iter"], s["rlqp_sgm_iter"],
+             fewer_or_more(s["iteration_ratio_osqp_over_rlqp"], ""), f"{1e3 * s['osqp_sgm_seconds']:.3g}",
+             f"{1e3 * s['rlqp_sgm_seconds']:.3g}", s["fallbacks"]] for g, s in summary.items()]
     held = [r for r in records if r.group.endswith("(held-out)")]
     lines = [format_table(headers, rows), *textwrap.wrap(
-        f"eps {eps:g} (groups named @1e-3: 1e-3). ok: solved. iter, s: shifted geometric means (shift 10; a failure counts as max_iter); the second RLQP "
+        f"eps {eps:g} (groups named @1e-3: 1e-3). ok: solved of the group's problems. iter, ms: shifted geometric means (shift 10; a failure counts as max_iter); the second RLQP "
         "iter column: against real osqp's. core: our batched OSQP with "
-        "osqp's own rho rule. RLQP lost: problems osqp solved and RLQP did not. fallback: problems RLQP's "
+        "osqp's own rho rule. lost: problems osqp solved and RLQP did not. fallback: problems RLQP's "
         "safeguard handed back to osqp's rule.", 110)]
     result: dict[str, Any] = {"policy": str(policy_path), "policy_metadata": meta, "device": str(dev), "groups": summary}
     if held:
