@@ -104,6 +104,7 @@ def test_regression_agent_and_sb3_agent_then_benchmark(tmp_path, capsys):
     for r in summary["methods"].values():  # the clock to tolerance: one step's seconds times the median evaluations
         expected = r["ms_per_solve_K_steps"] / summary["K"] * r["median_evaluations_to_0.0001"]
         assert r["median_ms_per_problem_to_0.0001"] == pytest.approx(expected, rel=1e-9)
+    assert max(len(line) for line in summary["table"].splitlines()) <= 120
     assert "anderson (M=5)" in out and (tmp_path / "b" / "plots" / "residual_deq.png").stat().st_size > 10_000
 
 

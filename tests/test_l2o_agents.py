@@ -119,6 +119,8 @@ def test_sb3_td3_with_the_coordinatewise_policy_then_eval_and_benchmark(tmp_path
     steps = learned.steps_to(adam.values[:, 20])
     row = summary["methods"]["obj (l2o_objective)"]
     assert row["median_steps_to_target"] == pytest.approx(steps.median().item())
+    assert row["median_ms_per_task_to_target"] == pytest.approx(row["ms_per_step_batch"] / 16 * row["median_steps_to_target"])
+    assert max(len(line) for line in summary["table"].splitlines()) <= 120
     assert row["median_objective_at_10"] == pytest.approx(learned.values[:, 10].median().item(), rel=1e-9)
     assert summary["methods"][adam_label]["median_objective_at_10"] == pytest.approx(adam.values[:, 10].median().item(), rel=1e-9)
     # L-BFGS's row is scipy's own result: minimize stopped after 10 iterations gives the step-10 value

@@ -209,6 +209,9 @@ def test_bench_compares_with_real_scs(tmp_path):
     for record in methods.values():
         assert record["reached_0.0001"] == 1.0 and 0 < record["sgm_iters_to_0.0001"] < part["budget"]
         assert record["solution_error"] < 1e-2  # x, y at eps 1e-4 agree with scs solved to 1e-9
+    assert max(len(line) for line in summary["table"].splitlines()) <= 120, summary["table"]
+    for r in methods.values():
+        assert r["median_ms_per_problem_to_1e-4"] == pytest.approx(r["ms_per_iteration"] * r["median_iters_to_0.0001"])
     real_off, real_on = methods["scs (real, acceleration off)"], methods["scs (real, acceleration on: its Anderson)"]
     assert real_off["accepted_aa_steps_per_problem"] == 0 and real_on["accepted_aa_steps_per_problem"] > 0
     # checked every iteration, a method is never later than scs's own every-25 count

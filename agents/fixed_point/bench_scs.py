@@ -213,14 +213,18 @@ def scs_benchmark(family: str, base_map: SCSMap, x: torch.Tensor, learned: list[
         methods[label] = record
         curves[label] = run["ratios"]
     aa_real = methods["scs (real, acceleration on: its Anderson)"]["sgm_iters_to_0.0001"]
-    rows = []
+    rows, more = [], []
     for label, r in methods.items():
         r["real_aa_over_method_sgm_1e-4"] = aa_real / r["sgm_iters_to_0.0001"]
+        r["median_ms_per_problem_to_1e-4"] = r["ms_per_iteration"] * r["median_iters_to_0.0001"]
         rows.append([label, r["median_iters_to_0.0001"], r["sgm_iters_to_0.0001"], r["real_aa_over_method_sgm_1e-4"],
-                     r["reached_0.0001"], r["median_iters_to_1e-06"], r["reached_1e-06"],
-                     r.get("sgm_reported_iters_1e-4", math.nan), r.get("solution_error", math.nan),
-                     r["ms_per_iteration"]])
-    table = format_table(["method", "med iters 1e-4", "sgm iters 1e-4", "real AA/method", "reached 1e-4",
-                          "med iters 1e-6", "reached 1e-6", "scs reported (1e-4)", "x,y error @1e-4",
-                          "ms/iteration/problem"], rows)
+                     r["reached_0.0001"], r["median_iters_to_1e-06"], r["reached_1e-06"]])
+        more.append([label, r.get("sgm_reported_iters_1e-4", math.nan), r.get("solution_error", math.nan),
+                     r["ms_per_iteration"], r["median_ms_per_problem_to_1e-4"]])
+    # two tables of at most ~110 columns: iterations to tolerance; then scs's own count, accuracy and the clock
+    table = format_table(["method", "med 1e-4", "sgm 1e-4", "AA/method", "reached 1e-4", "med 1e-6", "reached 1e-6"],
+                         rows) + "\n\n" + format_table(
+        ["method", "scs reported (1e-4)", "x,y error @1e-4", "ms/iteration", "ms to 1e-4"], more)
+    table += ("\niterations per problem; AA/method: real scs with its Anderson over the method (sgm at 1e-4); "
+              "ms per problem,\nms to 1e-4: ms/iteration x median iterations to 1e-4")
     return {"methods": methods, "reproduction": reproduction, "table": table, "curves": curves}
