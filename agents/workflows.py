@@ -101,8 +101,12 @@ def catalog() -> dict[str, Any]:
     package = Path(__file__).resolve().parents[1]
     return {"environments": dict(ENV_IDS), "agent_kinds": dict(AGENT_KINDS),
             "benchmarks": {name: command.help for name, command in BENCHES.items()},
-            "shipped_dirs": [str(d.shipped_dir.resolve().relative_to(package)) for d in DOMAINS
-                             if d.shipped_dir is not None]}
+            "shipped_dirs": [_relative(d.shipped_dir.resolve(), package) for d in DOMAINS if d.shipped_dir is not None]}
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` where it lies inside (the catalog travels with the package), else as is."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _open(run_path: str | Path, device: str | None) -> tuple[RunDir, RunConfig]:

@@ -67,6 +67,13 @@ def test_a_shipped_run_is_evaluated_by_name_from_a_copy(pendulum_run, tmp_path, 
         assert result["variants"]["policy"]["episodes"] == 1
         g = gap("shipped:pendulum-sac")
         assert g["states"] == 32 and (copy / "gap.json").is_file()
+        import agents.cli
+        from agents.workflows import catalog
+
+        listed = tmp_path / "catalog.json"  # what `amortize list --refresh` would write with this domain record
+        listed.write_text(json.dumps(catalog()))
+        monkeypatch.setattr(agents.cli, "CATALOG", listed)
+        capsys.readouterr()
         assert main(["list"]) == 0 and "shipped:pendulum-sac" in capsys.readouterr().out
         with pytest.raises(FileNotFoundError, match="no shipped run of that name; shipped: shipped:pendulum-sac"):
             resolve_run("shipped:nope", [shipped])

@@ -157,8 +157,9 @@ def bench_l2o(
                       r["reached_target"], r["diverged"], r["median_value_over_target_at_horizon"]])
     if grows:
         table += "\n\nGeneralization (learned vs tuned Adam on the same tasks; target: Adam's objective at the target step):\n"
-        table += format_table(["method", "scenario", "size", "Adam med steps", "learned med steps", "Adam/learned",
-                               "reached", "diverged", "med f / Adam f at target step"], grows)
+        table += format_table(["method", "scenario", "size", "Adam steps", "learned steps", "Adam/learned",
+                               "reached", "diverged", "f / Adam f"], grows)
+        table += "\nsteps: medians to the target; f / Adam f: median ratio at the target step"
 
     bench_dir = RunDir.create(name, root)
     # suboptimality against the lowest value any method reached on the task, so the tails stay visible
