@@ -19,11 +19,14 @@ from typing import Any, Callable
 import numpy as np
 import osqp
 import scipy.sparse as sp
+import torch
 
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.common.statistics import shifted_geometric_mean
 from agents.common.tables import format_table, fraction
+from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, Status
 from learned_optimizers.qp.parametric import ParametricQPFamily
+from learned_optimizers.qp.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
 from learned_optimizers.qp.warm_start import WarmStarter
 
 TOLERANCES = (1e-3, 1e-5)
@@ -112,9 +115,13 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
             rows.append([f"{eps:g}", label, record["median_iterations"], f"{record['sgm_iterations']:.1f}",
                          f"{ms['batched']:.3f}", f"{ms['single']:.3f}", f"{record['speedup_over_cold_batched']:.2f}x",
                          f"{record['speedup_over_cold_single']:.2f}x", fraction(int(sum(solved)), len(solved))])
+    core_rows, core = _in_our_core(family, seq, starters)
+    methods.update(core)
     table = format_table(["eps", "start", "med iters", "sgm iters", "ms batched", "ms single", "x cold (b)",
                           "x cold (s)", "solved"], rows)
     table += "".join(f"\n[{k}] {label}" for k, (label, _) in enumerate(starters, 1))
+    table += "\n\nIn our batched core (OSQP's algorithm), iterations: OSQP's rho and RLQP's learned rho, cold or learned start\n"
+    table += format_table(["eps", "rho", "start", "med iters", "sgm iters", "solved"], core_rows)
     notes = ("ms: geometric mean per context of osqp's update + warm_start + solve, plus the model's forward pass "
              "batched over the sequence (b) or one context at a time (s). "
              f"{family.name}: n = {family.n}, m = {family.m}; {contexts} held-out contexts in sequence (seed {seed}); "
@@ -129,10 +136,43 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
     return summary
 
 
+def _in_our_core(family: ParametricQPFamily, seq: np.ndarray, starters: list[tuple[str, WarmStarter]]
+                 ) -> tuple[list[list[Any]], dict[str, dict[str, Any]]]:
+    """RLQP's learned rho combined with the learned starts, in our core (where a vector rho can be set): the
+    fourth way to solve the family, in iterations (its seconds would be torch's, not the compiled osqp's)."""
+    policy = RhoPolicy.load(SHIPPED_POLICY)
+    qps = [family.qp(c) for c in seq]
+    rows, methods = [], {}
+    for eps in TOLERANCES:
+        osqp_settings = OSQPSettings(eps_abs=eps, eps_rel=eps)
+        rlqp = RLQPSolver(policy, RLQPSettings(osqp=osqp_settings, interval=policy.metadata.get("interval", 100)))
+        starts = {"cold": None, **{f"learned [{k}]": s.predict(seq) for k, (_, s) in enumerate(starters, 1)}}
+        for start, xy in starts.items():
+            for rho, solve in (("osqp's", lambda ws: _core_solve(qps, osqp_settings, ws)),
+                               ("RLQP", lambda ws: rlqp.solve(qps, warm_start=ws))):
+                sol = solve(None if xy is None else (torch.as_tensor(xy[0]), torch.as_tensor(xy[1])))
+                its = sol.iterations.tolist()
+                solved = int((sol.status == int(Status.SOLVED)).sum())
+                record = {"eps": eps, "median_iterations": float(np.median(its)),
+                          "sgm_iterations": shifted_geometric_mean(its), "solved": solved, "contexts": len(its)}
+                methods[f"core, {rho} rho, {start} @ {eps:g}"] = record
+                rows.append([f"{eps:g}", rho, start, record["median_iterations"], f"{record['sgm_iterations']:.1f}",
+                             fraction(solved, len(its))])
+    return rows, methods
+
+
+def _core_solve(qps, settings: OSQPSettings, warm_start):
+    batch = OSQPBatch(qps, settings)
+    if warm_start is not None:
+        batch.warm_start(*warm_start)
+    return batch.solve()
+
+
 def _plot(path: Path, methods: dict[str, dict[str, Any]], title: str) -> Path:
     from agents.common.plots import plot_grouped_bars
 
-    labels = sorted({k.rsplit(" @ ", 1)[0] for k in methods}, key=list(dict.fromkeys(k.rsplit(" @ ", 1)[0] for k in methods)).index)
+    timed = [k for k, m in methods.items() if "sgm_ms_forward_batched" in m]  # the real osqp's rows
+    labels = list(dict.fromkeys(k.rsplit(" @ ", 1)[0] for k in timed))
     series = {f"eps {eps:g}": [methods[f"{label} @ {eps:g}"]["sgm_ms_forward_batched"] for label in labels]
               for eps in TOLERANCES}
     return plot_grouped_bars(path, labels, series, "osqp ms per context (SGM, forward pass included)",
