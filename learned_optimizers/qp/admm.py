@@ -280,24 +280,37 @@ class OSQPBatch:
         # the batch clock: check and adapt intervals count from here, so problems that join a live
         # batch (``replace``) stay aligned when the clock always moves by whole requests
         target = self.k + iterations
+        # which problems move changes only at a check, a rho update or a problem reaching max_iter: it is
+        # recomputed then (one host sync), not every iteration, and the iteration counts are added in bulk
+        active: torch.Tensor | None = None
+        all_active, until_cap, pending = False, 0, 0
         for _ in range(iterations):
-            active = self.running & (self.iterations < s.max_iter)
-            n_active = int(active.sum())
-            if n_active == 0:
-                self.k = target
-                break
-            self._iterate(active, all_active=n_active == self.B)
+            if active is None or until_cap == 0:
+                if pending:
+                    self.iterations, pending = self.iterations + pending * active.long(), 0
+                active = self.running & (self.iterations < s.max_iter)
+                n_active = int(active.sum())
+                if n_active == 0:
+                    self.k = target
+                    break
+                all_active = n_active == self.B
+                until_cap = int((s.max_iter - self.iterations[active]).min())
+            self._iterate(active, all_active=all_active)
             self.k += 1
-            self.iterations = self.iterations + active.long()
+            pending += 1
+            until_cap -= 1
             check = check_termination and self.k % s.check_termination == 0
-            adapt = (adapt_rho if isinstance(adapt_rho, bool) else bool(adapt_rho.any())) \
-                and self.k % s.adaptive_rho_interval == 0
-            if check or adapt:
-                self._update_info()
+            adapt = self.k % s.adaptive_rho_interval == 0 \
+                and (adapt_rho if isinstance(adapt_rho, bool) else bool(adapt_rho.any()))
+            if not (check or adapt):
+                continue
+            self.iterations, pending = self.iterations + pending * active.long(), 0
+            self._update_info()
             if check:
                 self._check_termination(active, approximate=False)
             if adapt:
                 self._adapt_rho(self.running if isinstance(adapt_rho, bool) else self.running & adapt_rho)
+            active = None  # statuses (and with them who moves) may have changed
             if check:
                 running = int(self.running.sum())
                 if running == 0:
@@ -305,6 +318,8 @@ class OSQPBatch:
                     break
                 if compact and running <= self.B // 2:
                     self._compact()
+        if pending:
+            self.iterations = self.iterations + pending * active.long()
 
     def solve(self) -> QPSolution:
         """OSQP's full solve: iterate to termination or max_iter, then the final checks."""
