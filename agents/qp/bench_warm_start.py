@@ -88,6 +88,7 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
     zero = (np.zeros(family.n), np.zeros(family.m))
     rows, methods = [], {}
     for eps in TOLERANCES:
+        print(f"  osqp at eps {eps:g}: cold, previous solution, {len(starters)} learned start(s) on {contexts} contexts ...")
         cold = _run(family, seq, eps, lambda t, c: zero)
         previous_solutions = cold["solutions"]
         runs = {"cold (x = y = 0)": (cold, 0.0, 0.0),
@@ -144,6 +145,7 @@ def _in_our_core(family: ParametricQPFamily, seq: np.ndarray, starters: list[tup
     qps = [family.qp(c) for c in seq]
     rows, methods = [], {}
     for eps in TOLERANCES:
+        print(f"  our core at eps {eps:g}: OSQP's and RLQP's rho, cold and learned starts ...")
         osqp_settings = OSQPSettings(eps_abs=eps, eps_rel=eps)
         rlqp = RLQPSolver(policy, RLQPSettings(osqp=osqp_settings, interval=policy.metadata.get("interval", 100)))
         starts = {"cold": None, **{f"learned [{k}]": s.predict(seq) for k, (_, s) in enumerate(starters, 1)}}
