@@ -44,7 +44,7 @@ test: $(STAMP)
 gpu-check: $(STAMP)
 	@mkdir -p runs/gpu-check
 	AMORTIZE_TEST_DEVICE=$(DEVICE) $(BIN)/python -m pytest -q tests/test_device.py --junitxml=runs/gpu-check/tests.xml
-	$(BIN)/amortize bench speed --device $(DEVICE) --quick --root runs/gpu-check --name speed-$(DEVICE) | tee runs/gpu-check/speed-$(DEVICE).txt
+	$(BIN)/amortize bench speed --device $(DEVICE) --quick --float32 --root runs/gpu-check --name speed-$(DEVICE) | tee runs/gpu-check/speed-$(DEVICE).txt
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir runs

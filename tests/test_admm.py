@@ -210,5 +210,8 @@ def test_solving_in_chunks_gives_the_one_batch_results():
     assert chunks.x.shape == whole.x.shape and chunks.y.shape == whole.y.shape
     assert torch.equal(chunks.status, whole.status) and torch.equal(chunks.iterations, whole.iterations)
     assert torch.allclose(chunks.x, whole.x, atol=1e-9) and torch.allclose(chunks.objective, whole.objective)
+    single = solve_qps(qps, SETTINGS, chunk=2, dtype=torch.float32)  # the opt-in float32 form, chunked alike
+    assert single.x.dtype == torch.float32 and torch.equal(single.status, whole.status)
+    assert torch.allclose(single.objective.double(), whole.objective, rtol=1e-3)
     with pytest.raises(ValueError, match="chunk=-1: at least 1"):
         solve_qps(qps, SETTINGS, chunk=-1)

@@ -12,15 +12,16 @@ from agents.common.speed import SpeedSettings, interleaved_medians
 
 def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_problems(tmp_path, capsys):
     assert main(["bench", "speed", "--batch-sizes", "1,3", "--repeats", "1", "--peer-max-problems", "2",
-                 "--device", "cpu", "--root", str(tmp_path), "--name", "speed"]) == 0
+                 "--device", "cpu", "--float32", "--root", str(tmp_path), "--name", "speed"]) == 0
     out = capsys.readouterr().out
     assert "speed-up" in out and "torch threads" in out
     table = out[out.index("problems "):out.index("device cpu, torch threads", out.index("problems "))]
     assert max(len(line) for line in table.splitlines()) <= 120, table
     record = json.loads((tmp_path / "speed" / "speed.json").read_text())
     rows = record["rows"]
-    # two problem sets x two batch sizes x (core, RLQP)
-    assert len(rows) == 8 and {r["batch"] for r in rows} == {1, 3}
+    # two problem sets x two batch sizes x (core, core in float32, RLQP)
+    assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 3}
+    assert sum(r["solver"].startswith("core f32") for r in rows) == 4
     for r in rows:
         assert r["device"] == "cpu" and r["seconds"] > 0 and r["peer_seconds"] > 0
         assert r["peer_timed"] == min(r["batch"], 2)  # batch 3: the peer timed on 2 problems, scaled to 3

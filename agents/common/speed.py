@@ -36,6 +36,8 @@ class SpeedSettings:
     #: a peer that loops one problem at a time is timed on at most this many of the batch's problems and its
     #: seconds scaled to the batch (the row says how many it timed)
     peer_max_problems: int = 1024
+    #: also time the opt-in float32 form of the solvers that have one
+    float32: bool = False
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -158,6 +160,7 @@ def add_speed_arguments(parser) -> None:
     parser.add_argument("--domains", help="comma-separated subset of the domains that offer speed rows")
     parser.add_argument("--peer-max-problems", type=int, default=1024,
                         help="a looped peer times at most this many of a batch's problems, scaled to the batch")
+    parser.add_argument("--float32", action="store_true", help="add rows for the opt-in float32 form of our core")
 
 
 def bench_speed(providers: dict[str, Callable[[SpeedSettings], list[SpeedRow]]], settings: SpeedSettings,
@@ -190,4 +193,4 @@ def speed_settings(args: Any, device: str) -> SpeedSettings:
     sizes = csv_list(args.batch_sizes, int) if args.batch_sizes else (BATCH_SIZES[:3] if args.quick else BATCH_SIZES)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
     return SpeedSettings(tuple(sizes), device, repeats, args.seed if args.seed is not None else 0,
-                         args.peer_max_problems)
+                         args.peer_max_problems, args.float32)

@@ -56,14 +56,20 @@ def qp_speed_rows(settings: SpeedSettings, progress=print) -> list[SpeedRow]:
             peer_qps = qps[: settings.peer_max_problems]
             label = f"{cls} n={n}"
             progress(f"  {label}, batch {batch} ...")
-            timed = interleaved_medians({
+            solvers = {
                 "core": lambda: solve_qps(qps, osqp_settings, device=device),
                 "osqp": lambda: _osqp_loop(peer_qps, osqp_settings),
                 "rlqp": lambda: rlqp.solve(qps, device=device),
                 "osqp-rlqp-eps": lambda: _osqp_loop(peer_qps, rlqp_osqp),
-            }, device, settings.repeats, cold=("osqp", "osqp-rlqp-eps"))
+            }
+            if settings.float32:
+                solvers["core32"] = lambda: solve_qps(qps, osqp_settings, device=device, dtype=torch.float32)
+            timed = interleaved_medians(solvers, device, settings.repeats, cold=("osqp", "osqp-rlqp-eps"))
             rows.append(_row(f"core, eps {osqp_settings.eps_abs:g}", label, f"osqp eps {osqp_settings.eps_abs:g}",
                              device, qps, timed["core"], timed["osqp"]))
+            if settings.float32:
+                rows.append(_row(f"core f32, eps {osqp_settings.eps_abs:g}", label, f"osqp eps {osqp_settings.eps_abs:g}",
+                                 device, qps, timed["core32"], timed["osqp"]))
             rows.append(_row(f"RLQP, eps {eps:g}", label, f"osqp eps {eps:g}", device, qps, timed["rlqp"],
                              timed["osqp-rlqp-eps"]))
             del timed
