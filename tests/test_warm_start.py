@@ -160,3 +160,17 @@ def test_the_shipped_starters_load_small_and_start_osqp_closer_than_zero(kind):
     assert np.median(learned["iterations"]) < np.median(cold["iterations"])
     with pytest.raises(FileNotFoundError, match="no shipped warm starter for family 'lasso'; shipped: mpc, portfolio"):
         WarmStarter.shipped("lasso")
+
+
+def test_a_users_family_file_trains_and_deploys(tmp_path):
+    family = make_family(ParametricQPSettings(kind="portfolio", size=6, seed=4))
+    family.save(tmp_path / "mine.npz")
+    config = tiny_config(20)
+    config.problem = ParametricQPSettings(path=str(tmp_path / "mine.npz"))
+    run = train(config, name="mine", root=tmp_path)
+    starter = WarmStarter.load(run.path / "warm_start.pt")
+    assert starter.family.name == "mine" and starter.family.context_dim == family.context_dim
+    c = family.sample_contexts(2, np.random.default_rng(0))
+    assert starter.solve(c[0]).info.status == "solved"
+    with pytest.raises(QPValidationError, match="no family file there"):
+        make_family(ParametricQPSettings(path=str(tmp_path / "absent.npz")))

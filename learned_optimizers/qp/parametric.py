@@ -37,6 +37,8 @@ class ParametricQPSettings:
     horizon: int = setting(10, ge=1, le=200, doc="mpc: steps of the prediction horizon")
     seed: int = setting(0, ge=0, doc="fixes P, A and the context distribution")
     eps: float = setting(1e-5, gt=0.0, lt=1.0, doc="eps_abs = eps_rel that a warm start is judged at")
+    path: str = setting("", doc="a family of your own: an .npz of ParametricQPFamily.save's keys (then kind, size, "
+                                "horizon and seed are not used)")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -120,6 +122,8 @@ class ParametricQPFamily:
     def from_file(cls, path: str | Path) -> "ParametricQPFamily":
         """A user's family from an .npz with P, A, q0, l0, u0, Gq, Gl, Gu, context_mean, context_scale."""
         path = Path(path)
+        if not path.is_file():
+            raise QPValidationError(f"{str(path)!r}: no family file there")
         keys = ("P", "A", "q0", "l0", "u0", "Gq", "Gl", "Gu", "context_mean", "context_scale")
         try:
             with np.load(path, allow_pickle=False) as f:
@@ -136,6 +140,8 @@ class ParametricQPFamily:
 
 # ---------------------------------------------------------------- the shipped families
 def make_family(settings: ParametricQPSettings) -> ParametricQPFamily:
+    if settings.path:
+        return ParametricQPFamily.from_file(settings.path)
     builders = {"mpc": _mpc, "portfolio": _portfolio, "lasso": _lasso}
     return builders[settings.kind](settings)
 

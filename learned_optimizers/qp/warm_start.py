@@ -59,6 +59,7 @@ class WarmStarter:
                         for m in net.net if isinstance(m, nn.Linear)]
         self._solver: osqp.OSQP | None = None
         self._solver_settings: dict[str, Any] = {}
+        self.metadata: dict[str, Any] = {}
 
     # ------------------------------------------------------------ files
     def save(self, path: str | Path, **metadata: Any) -> None:
@@ -70,7 +71,10 @@ class WarmStarter:
     @classmethod
     def load(cls, path: str | Path) -> "WarmStarter":
         blob = read_model_file(path, "cpu", "a warm starter", KEYS)
-        family = make_family(ParametricQPSettings(**blob["family"]))
+        try:
+            family = make_family(ParametricQPSettings(**blob["family"]))
+        except TypeError as err:
+            raise ValueError(f"{str(path)!r}: its family settings {blob['family']} are not this version's ({err})") from None
         stats = {k: blob[k].numpy() for k in ("context_mean", "context_std", "out_mean", "out_std")}
         net = WarmStartNet(family.context_dim, family.n + family.m, tuple(blob["hidden_sizes"]))
         try:
