@@ -125,11 +125,11 @@ def bench_fixed_point(
                            record["safeguard_fired"], record["ms_per_batch_K_steps"],
                            record["median_ms_per_problem_to_0.0001"]])
     # two tables of at most ~110 columns: evaluations to tolerance; then residuals at K and 2K, and the clock
-    table = format_table(["method", "med evals 1e-4", "AA/method", "sgm evals 1e-4", "reached 1e-4", "med evals 1e-6",
-                          "reached 1e-6"], rows)
+    table = format_table(["method", "med 1e-4", "AA/method", "sgm 1e-4", "reached 1e-4", "med 1e-6", "reached 1e-6"],
+                         rows)
     table += "\n\n" + format_table(["method", "med ratio @K", "worse @K", "med ratio @2K", "safeguard", "ms/batch",
                                      "ms to 1e-4"], clock_rows)
-    table += "\n" + textwrap.fill(f"worse @K: the share of problems whose residual ratio at K = {K} is above Anderson's. "
+    table += "\n" + textwrap.fill(f"med, sgm: map evaluations to the residual ratio; worse @K: the share of problems whose residual ratio at K = {K} is above Anderson's. "
                                   f"ms/batch: {contexts} contexts, K steps. ms to 1e-4, per problem: one step's measured "
                                   "seconds (a model's forward pass included) times the median evaluations to 1e-4", 110)
     scs_part = None
