@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from learned_optimizers.common.files import read_model_file, save_model_file
+from learned_optimizers.common.networks import mlp
 from learned_optimizers.qp.parametric import ParametricQPFamily, ParametricQPSettings, make_family
 
 #: the starters trained with configs/warm_start_<family>.yaml, shipped inside the package
@@ -36,13 +37,7 @@ class WarmStartNet(nn.Module):
 
     def __init__(self, context_dim: int, out_dim: int, hidden_sizes: tuple[int, ...]) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        width = context_dim
-        for h in hidden_sizes:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, out_dim))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp([context_dim, *hidden_sizes, out_dim])
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         return self.net(c)
