@@ -47,6 +47,17 @@ def test_rlqp_on_the_device_takes_the_cpus_steps():
     assert dev.status_labels() == cpu.status_labels() == ["solved"] * len(qps)
     assert np.mean(dev.iterations.cpu().numpy() == cpu.iterations.numpy()) >= 0.8
     assert torch.allclose(dev.objective.cpu(), cpu.objective, rtol=1e-4)
+    # and against the real osqp at the solver's eps, so that the CPU run of this test checks something too
+    settings = RLQPSolver(policy).settings.osqp
+    ref_iterations = []
+    for i, qp in enumerate(qps):
+        solver = osqp.OSQP()
+        solver.setup(**qp.osqp_data(), **settings.osqp_kwargs())
+        ref = solver.solve(raise_error=False)
+        assert ref.info.status == "solved"
+        assert abs(float(dev.objective[i]) - ref.info.obj_val) <= 10 * settings.eps_abs * max(1.0, abs(ref.info.obj_val))
+        ref_iterations.append(ref.info.iter)
+    assert float(dev.iterations.double().median()) <= float(np.median(ref_iterations))
 
 
 def test_the_scs_core_on_the_device_matches_real_scs():

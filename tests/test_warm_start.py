@@ -63,6 +63,16 @@ def test_a_users_family_from_a_file_and_its_errors(tmp_path):
     np.savez(tmp_path / "partial.npz", P=np.eye(2))
     with pytest.raises(QPValidationError, match="partial.npz: missing A, q0"):
         ParametricQPFamily.from_file(tmp_path / "partial.npz")
+    arrays = dict(np.load(tmp_path / "mine.npz"))
+    arrays["Gq"][0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(QPValidationError, match="family 'nan': Gq contains NaN or inf"):
+        ParametricQPFamily.from_file(tmp_path / "nan.npz")
+    arrays = dict(np.load(tmp_path / "mine.npz"))
+    arrays["l0"][0], arrays["u0"][0] = 2.0, 1.0
+    np.savez(tmp_path / "crossed.npz", **arrays)
+    with pytest.raises(QPValidationError, match="l > u at row 0"):
+        ParametricQPFamily.from_file(tmp_path / "crossed.npz")
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(QPValidationError, match="junk.npz: not a readable .npz family file"):
         ParametricQPFamily.from_file(tmp_path / "junk.npz")

@@ -61,6 +61,12 @@ class ParametricQPFamily:
         for key, G, rows in (("Gq", self.Gq, n), ("Gl", self.Gl, m), ("Gu", self.Gu, m)):
             if G.shape != (rows, d):
                 raise QPValidationError(f"family {name!r}: {key} must be {rows}x{d}, got {'x'.join(map(str, G.shape))}")
+        for key, arr in (("Gq", self.Gq), ("Gl", self.Gl), ("Gu", self.Gu), ("context_mean", self.context_mean),
+                         ("context_scale", self.context_scale)):
+            if not np.all(np.isfinite(arr)):
+                raise QPValidationError(f"family {name!r}: {key} contains NaN or inf")
+        if self.context_scale.shape != self.context_mean.shape or np.any(self.context_scale < 0):
+            raise QPValidationError(f"family {name!r}: context_scale must be {d} non-negative half-widths")
         QP(self.P, self.q0, self.A, self.l0, self.u0, name=name)  # the shapes, symmetry and finiteness of P, A
 
     @property
