@@ -93,7 +93,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nwrote {summary['paths']['json']}")
     if summary["paths"]["plots"]:
         print(f"plots: {', '.join(summary['paths']['plots'])}")
-    if any(Path(summary["paths"]["tensorboard"]).rglob("events.out.tfevents.*")):
+    if "tensorboard" in summary["paths"] and any(Path(summary["paths"]["tensorboard"]).rglob("events.out.tfevents.*")):
         print(f"TensorBoard: tensorboard --logdir {summary['paths']['tensorboard']}")
     return 0
 

@@ -19,11 +19,12 @@ from agents.common.runs import RunDir
 from agents.control.domain import DOMAIN as CONTROL
 from agents.fixed_point.domain import DOMAIN as FIXED_POINT
 from agents.l2o.domain import DOMAIN as L2O
+from agents.ot.domain import DOMAIN as OT
 from agents.qp.domain import DOMAIN as QP
 from agents.sphere.domain import DOMAIN as SPHERE
 from envs import ENV_IDS
 
-DOMAINS: tuple[Domain, ...] = (SPHERE, QP, FIXED_POINT, L2O, CONTROL)
+DOMAINS: tuple[Domain, ...] = (SPHERE, QP, FIXED_POINT, L2O, OT, CONTROL)
 
 #: every config the project can run: the union of the domains' schemas (sphere first: the default family)
 SCHEMA = ConfigSchema.merge([d.runs.schema() for d in DOMAINS], default_family="sphere")

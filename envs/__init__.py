@@ -17,6 +17,8 @@ ENV_IDS: dict[str, str] = {
     "amortize/QP-RLQP-Scalar-v0": "OSQP as an MDP, scalar variant: global residual features -> one log10 rho",
     "amortize/QP-WarmStart-v0": "a parametric QP family (MPC, portfolio, Lasso): context -> a start (x, y) for OSQP, "
                                 "reward minus its ADMM iterations / 100, one step",
+    "amortize/OT-Potential-v0": "entropic OT (Meta OT): a pair of measures -> the dual potential f that starts Sinkhorn, "
+                                "reward the entropic dual at (f, its c-transform), one step",
     "amortize/FixedPoint-v0": "fixed-point acceleration (NeuralFP / HyperAnderson): history features -> "
                               "correction of the plain or Anderson step, one map evaluation a step",
     "amortize/LearnToOptimize-v0": "learning to optimize (Li & Malik): per-coordinate gradient/objective history -> "
@@ -32,6 +34,7 @@ _ENTRY_POINTS: dict[str, tuple[str, str, dict]] = {
     "amortize/QP-RLQP-v0": ("envs.qp:QPEnv", "envs.qp:QPVectorEnv", {"variant": "vector"}),
     "amortize/QP-RLQP-Scalar-v0": ("envs.qp:QPEnv", "envs.qp:QPVectorEnv", {"variant": "scalar"}),
     "amortize/QP-WarmStart-v0": (*_ONE_STEP, {"family": "qp_warm_start"}),
+    "amortize/OT-Potential-v0": (*_ONE_STEP, {"family": "ot-digits"}),
     "amortize/FixedPoint-v0": ("envs.fixed_point:FixedPointEnv", "envs.fixed_point:FixedPointVectorEnv", {}),
     "amortize/LearnToOptimize-v0": ("envs.l2o:LearnToOptimizeEnv", "envs.l2o:LearnToOptimizeVectorEnv", {}),
 }

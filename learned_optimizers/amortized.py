@@ -30,12 +30,12 @@ class AmortizedModel(nn.Module):
 
     def forward(self, contexts: torch.Tensor) -> torch.Tensor:
         """Raw prediction; ``problem.objective`` applies the canonical map itself."""
-        return self.net(contexts)
+        return self.net(self.problem.model_features(contexts))
 
     @torch.no_grad()
     def predict(self, contexts: torch.Tensor) -> torch.Tensor:
         """Canonical solution y_theta(x) for a batch of contexts."""
-        return self.problem.canonicalize(self.net(contexts))
+        return self.problem.canonicalize(self(contexts))
 
     def save(self, path: str | Path, problem_settings: dict[str, Any]) -> None:
         save_model_file(

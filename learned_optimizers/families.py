@@ -14,25 +14,29 @@ from learned_optimizers.conic.maps import SCS_MAP_FAMILIES
 from learned_optimizers.control.problem import MaxQProblem, MaxQSettings
 from learned_optimizers.fixed_point.maps import FIXED_POINT_MAPS
 from learned_optimizers.l2o.tasks import TRAINING_TASK_FAMILIES
+from learned_optimizers.ot.problem import OT_PROBLEM_FAMILIES, SINKHORN_MAP_FAMILIES
 from learned_optimizers.qp.mix import QPMix, QPMixSettings
 from learned_optimizers.qp.parametric import ParametricQPSettings, QPWarmStartProblem
 from learned_optimizers.sphere.problem import SphereProblem, SphereSettings
 
-#: fixed-point map families: the fixed-point domain's own maps and SCS's iteration as a map (conic)
+#: fixed-point map families: the fixed-point domain's own maps, SCS's iteration as a map (conic) and Sinkhorn's (ot)
 FIXED_POINT_FAMILIES: dict[str, tuple[type[FixedPointMap], type[FixedPointTaskSettings]]] = {
     **FIXED_POINT_MAPS,
     **SCS_MAP_FAMILIES,
+    **SINKHORN_MAP_FAMILIES,
 }
 
 #: family name -> (problem class, its settings dataclass); "qp" is a distribution of QPs for RLQP,
 #: "deq", "ista" and "scs-*" are fixed-point map families and "logreg", "robust", "mlp", "quadratic" are
 #: training objectives for learning to optimize (each with the settings of the MDP around it); "max_q" is
 #: control: max_u Q(x, u) with the agent's learned critic on a MuJoCo env; "qp_warm_start" is a parametric QP
-#: family whose context gives a start (x, y) for OSQP
+#: family whose context gives a start (x, y) for OSQP; "ot-*" are pairs of measures whose optimal dual potential
+#: a model predicts (Meta OT)
 PROBLEM_FAMILIES: dict[str, tuple[type, type]] = {
     "sphere": (SphereProblem, SphereSettings),
     "qp": (QPMix, QPMixSettings),
     "qp_warm_start": (QPWarmStartProblem, ParametricQPSettings),
+    **OT_PROBLEM_FAMILIES,
     **FIXED_POINT_FAMILIES,
     **TRAINING_TASK_FAMILIES,
     "max_q": (MaxQProblem, MaxQSettings),

@@ -55,7 +55,7 @@ class LearnedAccelerator:
 
 def heldout_fixed_point_contexts(fp_map: FixedPointMap, seed: int, n: int, device: torch.device) -> torch.Tensor:
     """Held-out contexts in float64 (so AA's and the learner's tails are not float32 noise)."""
-    return fp_map.sample_contexts(n, generator(seed, device), device).double()
+    return fp_map.sample_heldout_contexts(n, generator(seed, device), device).double()
 
 
 def anderson_settings(fp_map: FixedPointMap) -> FixedPointTaskSettings:

@@ -74,6 +74,11 @@ class FixedPointMap(ABC):
     def sample_contexts(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
         """``n`` contexts from p(x), shape (n, context_dim), float32."""
 
+    def sample_heldout_contexts(self, n: int, generator: torch.Generator,
+                                device: torch.device | str = "cpu") -> torch.Tensor:
+        """Contexts for evaluation: from a part of the data training never sees, where the family has such a part."""
+        return self.sample_contexts(n, generator, device)
+
     @abstractmethod
     def g(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The map, batched: y (n, dim), x (n, context_dim) -> (n, dim); differentiable in y."""

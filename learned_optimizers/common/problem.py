@@ -44,6 +44,21 @@ class ContextualProblem(ABC):
     def sample_contexts(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
         """Draw ``n`` contexts, shape (n, context_dim), from p(x)."""
 
+    def sample_heldout_contexts(self, n: int, generator: torch.Generator,
+                                device: torch.device | str = "cpu") -> torch.Tensor:
+        """Contexts for evaluation. A family drawn from a finite data set (OT's digit images) draws them from a part
+        that training never sees; elsewhere held-out contexts differ from training ones by their seed alone."""
+        return self.sample_contexts(n, generator, device)
+
+    def model_features(self, x: torch.Tensor) -> torch.Tensor:
+        """What a model sees of a context (identity here; OT's measures, of entries ~1/N, enter as logs of N x)."""
+        return x
+
+    def reference_solutions(self, x: torch.Tensor) -> torch.Tensor | None:
+        """y*(x) by the family's own exact solver (Sinkhorn for OT), for regression labels and held-out optima;
+        None where the family has none and multi-start Adam is the reference."""
+        return None
+
     @abstractmethod
     def objective(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """f(y; x) per row, shape (n,), differentiable in y."""
