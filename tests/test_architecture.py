@@ -146,7 +146,7 @@ def test_only_entry_points_import_the_agents_registry() -> None:
 @pytest.mark.parametrize("layer", LAYERS)
 def test_domains_are_folders_with_the_same_names_across_layers(layer: str) -> None:
     domains = {domain_of(m) for m in GRAPH if m.split(".")[0] == layer} - {None, "common"}
-    assert domains <= {"sphere", "qp", "conic", "fixed_point", "l2o", "control"}
+    assert domains <= {"sphere", "qp", "conic", "fixed_point", "l2o", "ot", "control"}
 
 
 def test_the_package_keeps_its_public_names_without_importing_a_domain() -> None:

@@ -33,7 +33,7 @@ def test_shipped_configs_exist():
         ({"agent": {"kind": "a2c"}}, r"agent\.kind='a2c' is not allowed; allowed: ddpg, fp_objective, fp_regression, l2o_objective, objective, ppo, regression, rlqp_td3, sac, td3"),
         ({"device": "tpu"}, r"device='tpu' is not allowed; allowed: auto, cpu, cuda or cuda:N"),
         ({"env": "CartPole-v1"}, r"env='CartPole-v1' is not allowed"),
-        ({"problem": {"family": "torus"}}, r"problem\.family='torus' is not allowed; allowed: deq, ista, logreg, max_q, mlp, qp, qp_warm_start, quadratic, robust, scs-huber, scs-lasso, scs-socp, sphere"),
+        ({"problem": {"family": "torus"}}, r"problem\.family='torus' is not allowed; allowed: deq, ista, logreg, max_q, mlp, ot-digits, ot-gaussians, qp, qp_warm_start, quadratic, robust, scs-huber, scs-lasso, scs-socp, sinkhorn-digits, sinkhorn-gaussians, sphere"),
         ({"problem": {"gamma": -1}}, r"problem\.gamma=-1\.0 is out of range; allowed: a value >= 0"),
         ({"agent": {"kind": "sac", "gamma": 1.5}}, r"agent\.gamma=1\.5 is out of range; allowed: a value >= 0 and <= 1"),
         ({"agent": {"hidden_sizes": [64, 0]}}, r"agent\.hidden_sizes=\(64, 0\) is out of range"),

@@ -251,3 +251,18 @@ def test_bench_ot_compares_pot_and_ours_on_the_same_pairs(tmp_path):
     assert saved["pairs"] == 12 and (tmp_path / "bench-ot" / "plots" / "ot_gaussians.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="allowed: digits, gaussians"):
         bench_ot(family="mnist", root=tmp_path)
+
+
+def test_the_shipped_digits_model_starts_sinkhorn_closer_on_heldout_pairs():
+    meta = MetaOT.shipped("digits")
+    assert meta.problem.family == "ot-digits" and meta.size == 256 and meta.epsilon == 0.01
+    x = meta.problem.sample_heldout_contexts(64, torch.Generator().manual_seed(1_000_003))
+    a, b = meta.problem.pairs.split(x.double())
+    zero = sk.sinkhorn(a, b, meta.problem.pairs.kernel_on(a), meta.epsilon, tol=1e-3)
+    learned = meta.solve(a, b, tol=1e-3)
+    assert zero.iterations.double().median() >= 2.5 * learned.iterations.double().median()
+    # POT from the shipped model's start: the same iterations as ours from it
+    its, _ = _pot(a[:6], b[:6], meta.cost, meta.epsilon, 1e-3, u0=meta.predict(a[:6], b[:6]) / meta.epsilon)
+    assert (its == learned.iterations[:6].numpy()).all()
+    with pytest.raises(ValueError, match="shipped: digits"):
+        MetaOT.shipped("mnist")

@@ -116,5 +116,5 @@ def test_malformed_contexts_are_rejected(gen):
 
 
 def test_unknown_family_lists_the_allowed_ones():
-    with pytest.raises(ValueError, match="allowed: deq, ista, logreg, max_q, mlp, qp, qp_warm_start, quadratic, robust, scs-huber, scs-lasso, scs-socp, sphere"):
+    with pytest.raises(ValueError, match="allowed: deq, ista, logreg, max_q, mlp, ot-digits, ot-gaussians, qp, qp_warm_start, quadratic, robust, scs-huber, scs-lasso, scs-socp, sinkhorn-digits, sinkhorn-gaussians, sphere"):
         make_problem("sphere2")

@@ -118,3 +118,18 @@ def test_adapter_converts_next_step_autoreset():
         assert (rewards != 0).all()  # never the reward-0 autoreset step
         assert not np.allclose(new_obs, obs)
         obs = new_obs
+
+
+def test_cosine_learning_rate_is_a_function_of_the_step():
+    from agents.common.amortizers import set_learning_rate
+
+    cfg = config({"kind": "objective", "hidden_sizes": [16], "lr_schedule": "cosine", "learning_rate": 0.01}, 40)
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+    for step, expected in ((0, 0.01), (20, 0.005), (40, 0.0)):
+        set_learning_rate(opt, cfg.agent, step, 40)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected, abs=1e-12)
+    constant = config({"kind": "objective", "hidden_sizes": [16]}, 40)
+    set_learning_rate(opt, constant.agent, 30, 40)
+    assert opt.param_groups[0]["lr"] == constant.agent.learning_rate
+    with pytest.raises(Exception, match="lr_schedule"):
+        config({"kind": "objective", "lr_schedule": "linear"}, 40)

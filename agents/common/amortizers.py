@@ -67,6 +67,7 @@ class GradientAmortizer(Agent):
         try:
             while step < total:
                 self.model.train()
+                set_learning_rate(self.optimizer, cfg.agent, step, total)
                 loss = self.loss(obs)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -116,6 +117,15 @@ class GradientAmortizer(Agent):
         model = AmortizedModel.load(self.model_dir / self.model_file, self.device)
         model.eval()
         return model.predict
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, agent, step: int, total: int) -> None:
+    """agent.learning_rate, or its cosine decay at ``step`` of ``total`` (``agent.lr_schedule``)."""
+    lr = agent.learning_rate
+    if getattr(agent, "lr_schedule", "constant") == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def require_finite(loss: float, step: int, kind: str) -> None:

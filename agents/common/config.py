@@ -76,6 +76,9 @@ class ObjectiveAgentSettings:
     activation: str = setting("relu", choices=tuple(ACTIVATIONS))
     learning_rate: float = setting(1e-3, gt=0.0)
     batch_size: int = setting(256, ge=1, le=1_048_576, doc="contexts per gradient step (the env's num_envs)")
+    lr_schedule: str = setting("constant", choices=("constant", "cosine"),
+                               doc="cosine: decay the learning rate to 0 over train.total_steps (a function of the "
+                                   "step, so a resumed run continues the same curve)")
 
 
 @dataclass

@@ -15,10 +15,21 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent
+from agents.common.amortizers import ObjectiveAmortizer, RegressionAmortizer
+from agents.common.config import (
+    OFF_POLICY_ALGORITHMS,
+    ObjectiveAgentSettings,
+    OffPolicyAgentSettings,
+    PPOAgentSettings,
+    RegressionAgentSettings,
+    RunConfig,
+)
 from agents.common.domain import BenchCommand, Domain, DomainRuns
 from agents.common.evaluation import amortization_gap_curve, compare_with_solver, gym_episodes, public
 from agents.common.heldout import heldout_contexts
 from agents.common.plots import plot_gap_curve, plot_gap_histogram
+from agents.common.runs import RunDir
+from agents.common.sb3 import SB3Agent
 from agents.common.tables import format_table
 
 #: (path, {label: predictions}, solver optima, title) -> the written PNG
@@ -81,6 +92,25 @@ def gap_report(r: dict[str, Any]) -> str:
                      f"to match the model: {r['speedup_to_match']:.1f}x the model's time (`amortize eval` reports "
                      "the solver's whole budget over the model's time instead)")
     return "\n".join(lines)
+
+
+def make_contextual_agent(config: RunConfig, run: RunDir) -> Agent:
+    """The agent of a one-step ``ContextualProblem`` run: L_obj, L_reg, or an SB3 algorithm on its env."""
+    if config.agent.kind == "objective":
+        return ObjectiveAmortizer(config, run)
+    if config.agent.kind == "regression":
+        return RegressionAmortizer(config, run)
+    return SB3Agent(config, run)
+
+
+def contextual_agent_kinds(objective: str, regression: str, env: str = "") -> dict[str, tuple[type, str]]:
+    """The agent kinds of such a family, with the domain's words for its two gradient losses."""
+    return {
+        "objective": (ObjectiveAgentSettings, objective),
+        "regression": (RegressionAgentSettings, regression),
+        **{k: (OffPolicyAgentSettings, f"L^RL: stable-baselines3 {k.upper()}{env}") for k in OFF_POLICY_ALGORITHMS},
+        "ppo": (PPOAgentSettings, f"L^RL: stable-baselines3 PPO{env}"),
+    }
 
 
 def contextual_domain(runs: DomainRuns, plot_predictions: PredictionPlot | None = None,

@@ -22,6 +22,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from agents.common.agent import Agent, Predictor
+from agents.common.amortizers import set_learning_rate
 from agents.common.checkpointing import begin_training, cached_labels, training_state
 from agents.common.evaluation import policy_episodes
 from agents.common.progress import Progress
@@ -134,6 +135,7 @@ class FixedPointUnrollAgent(Agent):
             while step < total:
                 self.env.reset()  # fresh contexts from the env's seeded generator
                 self.model.train()
+                set_learning_rate(self.optimizer, cfg.agent, step, total)
                 loss = self.loss()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from agents.common.amortizers import set_learning_rate
 from agents.common.agent import Agent, Predictor
 from agents.common.checkpointing import begin_training, training_state
 from agents.common.evaluation import policy_episodes
@@ -170,6 +171,7 @@ class L2OObjectiveAgent(Agent):
                 done = 0
                 while done < horizon and step < total:
                     self.model.train()
+                    set_learning_rate(self.optimizer, cfg.agent, step, total)
                     ratios, current = l2o.unroll(self.tasks, x, current, min(segment, horizon - done), self.model.act,
                                                  self.model.learning_rate)
                     done += ratios.shape[1]

@@ -5,41 +5,18 @@ fixed-point domain's agents on the ``sinkhorn-*`` map families.)"""
 
 from __future__ import annotations
 
-from agents.common.agent import Agent
-from agents.common.amortizers import ObjectiveAmortizer, RegressionAmortizer
-from agents.common.config import (
-    OFF_POLICY_ALGORITHMS,
-    ObjectiveAgentSettings,
-    OffPolicyAgentSettings,
-    RegressionAgentSettings,
-    RunConfig,
-)
+from agents.common.contextual import contextual_agent_kinds, make_contextual_agent
 from agents.common.domain import DomainRuns
-from agents.common.runs import RunDir
-from agents.common.sb3 import SB3Agent
 from learned_optimizers.families import PROBLEM_FAMILIES
 from learned_optimizers.ot.problem import OT_PROBLEM_FAMILIES
 
 OT_ENV = "amortize/OT-Potential-v0"
 
-
-def make_agent(config: RunConfig, run: RunDir) -> Agent:
-    if config.agent.kind == "objective":
-        return ObjectiveAmortizer(config, run)
-    if config.agent.kind == "regression":
-        return RegressionAmortizer(config, run)
-    return SB3Agent(config, run)
-
-
 RUNS = DomainRuns(
     name="ot",
     families={name: PROBLEM_FAMILIES[name] for name in OT_PROBLEM_FAMILIES},
     env_ids=(OT_ENV,),
-    agent_kinds={
-        "objective": (ObjectiveAgentSettings, "Meta OT: maximize the entropic dual at the predicted potential"),
-        "regression": (RegressionAgentSettings, "regress onto Sinkhorn's converged potentials"),
-        **{k: (OffPolicyAgentSettings, f"L^RL: stable-baselines3 {k.upper()} on the one-step potential env")
-           for k in OFF_POLICY_ALGORITHMS},
-    },
-    make_agent=make_agent,
+    agent_kinds=contextual_agent_kinds("Meta OT: maximize the entropic dual at the predicted potential",
+                                       "regress onto Sinkhorn's converged potentials", " on the one-step potential env"),
+    make_agent=make_contextual_agent,
 )
