@@ -17,7 +17,7 @@ from gymnasium.utils.env_checker import check_env
 import envs  # noqa: F401  (registers the env ids)
 from agents.ot.bench import bench_ot
 from agents.registry import config_from_dict
-from agents.workflows import train
+from agents.workflows import evaluate, train
 from learned_optimizers.common.fixed_point_map import FixedPointTaskSettings
 from learned_optimizers.families import make_map, make_problem
 from learned_optimizers.fixed_point import core as fp
@@ -247,6 +247,10 @@ def test_bench_ot_compares_pot_and_ours_on_the_same_pairs(tmp_path):
     for key in ("median_iterations_0.001", "median_iterations_1e-06", "converged_1e-06"):
         assert pot_zero[key] == ours_zero[key]
     assert max(len(line) for line in summary["table"].splitlines()) <= 120
+    result = evaluate(run.path, episodes=2)  # amortize eval: episodes, the dual gap, our Sinkhorn from both starts
+    starts = {r["label"]: r for r in result["sinkhorn"]["starts"]}
+    assert set(starts) == {"zero start", "objective"} and result["vs_solver"]["gap_mean"] >= -1e-6
+    assert starts["zero start"]["converged_1e-06"] == result["sinkhorn"]["pairs"]
     saved = json.loads((tmp_path / "bench-ot" / "bench.json").read_text())
     assert saved["pairs"] == 12 and (tmp_path / "bench-ot" / "plots" / "ot_gaussians.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="allowed: digits, gaussians"):
