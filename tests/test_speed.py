@@ -18,7 +18,15 @@ def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_proble
     table = out[out.index("problems "):out.index("device cpu, torch threads", out.index("problems "))]
     assert max(len(line) for line in table.splitlines()) <= 120, table
     record = json.loads((tmp_path / "speed" / "speed.json").read_text())
-    rows = record["rows"]
+    ot_rows = [r for r in record["rows"] if r["domain"] == "ot"]
+    rows = [r for r in record["rows"] if r["domain"] == "qp"]
+    # ot: two batch sizes x (Sinkhorn from zero, from the shipped Meta OT model) against POT on the same pairs
+    assert len(ot_rows) == 4 and all(r["peer"].startswith("POT") and r["solved"] == r["batch"] for r in ot_rows)
+    for r in ot_rows:
+        if r["solver"].startswith("Sinkhorn"):  # POT's iteration: the same counts on the same pairs
+            assert r["median_iterations"] == r["peer_median_iterations"] and r["peer_solved"] == r["peer_timed"]
+        else:
+            assert r["median_iterations"] < r["peer_median_iterations"]
     # two problem sets x two batch sizes x (core, core in float32, RLQP)
     assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 3}
     assert sum(r["solver"].startswith("core f32") for r in rows) == 4
@@ -50,5 +58,5 @@ def test_bad_speed_settings_name_the_flag(kwargs, message):
 
 def test_an_unknown_domain_is_named_and_nothing_is_written(tmp_path, capsys):
     assert main(["bench", "speed", "--domains", "control", "--root", str(tmp_path), "--batch-sizes", "1"]) != 0
-    assert "--domains control: no speed rows there; allowed: qp" in capsys.readouterr().err
+    assert "--domains control: no speed rows there; allowed: qp, ot" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -13,6 +13,7 @@ from agents.common.tables import format_table
 from agents.ot.bench import bench_ot, OT_BENCH_FAMILIES
 from agents.ot.compare import OT_TOLERANCES, ours, reference_costs
 from agents.ot.kinds import RUNS
+from agents.ot.speed import ot_speed_rows
 
 HELDOUT_SEED = 1_000_003
 
@@ -62,6 +63,7 @@ def _bench(args: argparse.Namespace) -> dict[str, Any]:
 
 DOMAIN = Domain(
     runs=RUNS,
+    speed=ot_speed_rows,
     evaluate=evaluate_ot,
     eval_table=eval_table,
     no_gap="`amortize gap` compares a model with solving from scratch by Adam; an OT potential starts Sinkhorn, the "
