@@ -25,7 +25,7 @@ def read_model_file(path: str | Path, device: torch.device | str, what: str, key
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r}: no {what} file there")
+        raise FileNotFoundError(f"{str(path)!r}: no such file (expected {what} file)")
     if path.stat().st_size == 0:
         raise ValueError(f"{str(path)!r} is not {what} file: it is empty")
     try:
