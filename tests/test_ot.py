@@ -144,9 +144,10 @@ def test_heldout_digit_pairs_use_images_training_never_sees():
         return (torch.cdist(measures, mixed).min(1).values < 1e-6)
 
     assert origin(held_idx).all() and not origin(train_idx).any()
-    train_x = problem.sample_contexts(100, torch.Generator().manual_seed(0)).reshape(-1, 64).double()
-    measures = train_x
-    assert origin(train_idx).all()
+    measures = problem.sample_contexts(100, torch.Generator().manual_seed(0)).reshape(-1, 64).double()
+    assert origin(train_idx).all() and not origin(held_idx).any()
+    with pytest.raises(MeasureError, match="heldout_fraction=0.9999: holds out all"):
+        make_problem("ot-digits", grid=8, heldout_fraction=0.9999).sample_contexts(2, torch.Generator())
 
 
 def test_the_envs_pass_gymnasiums_checker_and_the_reward_is_the_dual():

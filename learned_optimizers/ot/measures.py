@@ -99,6 +99,9 @@ def digit_images(grid: int) -> torch.Tensor:
 def digit_split(count: int, heldout_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Image indices of the training and held-out parts: the last ``heldout_fraction`` of the set is held out."""
     cut = count - max(1, round(heldout_fraction * count))
+    if cut < 1:
+        raise MeasureError(f"heldout_fraction={heldout_fraction}: holds out all {count} images and leaves none for "
+                           "training; allowed: a fraction that leaves at least one image on each side")
     return torch.arange(cut), torch.arange(cut, count)
 
 
