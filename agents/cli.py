@@ -98,6 +98,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from agents import sweeps
+
+    config, items = _split_config_and_overrides(args.items)
+    if config is not None and not args.resume:
+        config = str(resolve_config(config))
+    result = sweeps.sweep(config, seeds=args.seeds, items=items, name=args.name, resume=args.resume, root=args.root,
+                          serial=args.serial, address=args.address, cpus_per_run=args.cpus_per_run,
+                          gpus_per_run=args.gpus_per_run, max_parallel=args.max_parallel, retries=args.retries,
+                          metric=args.metric, device=args.device, wait_s=args.status_every)
+    return sweeps.print_sweep(result)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from agents import sweeps
+
+    result = sweeps.plot(args.runs, metric=args.metric, name=args.name, root=args.root)
+    print(f"{result['metric']} across runs (last common step):\n{result['table']}")
+    print(f"\nwrote {result['json']}; plot: {result['plot']}")
+    return 0
+
+
 def cmd_gap(args: argparse.Namespace) -> int:
     from agents import workflows
 
@@ -222,6 +244,45 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
             command.add_arguments(fp)
             bench_common(fp)
 
+    p = sub.add_parser("sweep", help="many seeds and grid values of one config as Ray tasks, one run directory each",
+                       description="amortize sweep CONFIG --seeds 0,1,2,3 [key=v1,v2 ...]: the product of the seeds "
+                                   "and the swept values, each an ordinary run under runs/<sweep>/; then the runs' "
+                                   "metric across seeds (mean, bootstrap CI, IQM) as a table and a PNG")
+    p.add_argument("items", nargs="*", metavar="CONFIG [key=v1,v2 ...]",
+                   help="config (a path or a shipped name), then overrides: key=v fixes a value, key=v1,v2 sweeps it")
+    p.add_argument("--seeds", default="0", help="seeds, e.g. 0,1,2,3 or 0-3 (default: 0)")
+    p.add_argument("--name", help="the sweep's folder under --root (default: sweep-<config name>)")
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue a sweep: finished runs are skipped, "
+                   "interrupted ones resumed from their checkpoints, the rest started")
+    p.add_argument("--root", default="runs", help="where the sweep's folder goes (default: runs)")
+    p.add_argument("--address", help="a running Ray cluster: auto, HOST:PORT or ray://HOST:10001 "
+                   "(default: a local cluster of this machine's cores)")
+    p.add_argument("--max-parallel", type=int, metavar="N", help="at most N runs at once (default: as the cluster's "
+                   "CPUs allow)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs Ray reserves for each run; its torch "
+                   "threads (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs Ray reserves for each run, e.g. 1 or 0.25 "
+                   "(default 0)")
+    p.add_argument("--retries", type=int, default=0, help="restarts of a run whose worker died; each resumes "
+                   "from the run's checkpoint (default 0: report it and go on)")
+    p.add_argument("--serial", action="store_true", help="no Ray: the runs one after another in this process")
+    p.add_argument("--metric", help="the TensorBoard scalar to plot across seeds (default: the one the runs keep "
+                   "their best model by)")
+    p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
+    p.add_argument("--status-every", type=float, default=15.0, metavar="SECONDS",
+                   help="a line with every running run's progress this often (default 15)")
+    _format_argument(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("plot", help="a TensorBoard scalar across runs or sweeps: mean, bootstrap CI, IQM; PNG + table")
+    p.add_argument("runs", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    p.add_argument("--metric", help="a TensorBoard tag, e.g. eval/objective_gap (default: the runs' best-model metric)")
+    p.add_argument("--name", help="output folder under --root (default: the sweep's folder for one sweep, "
+                   "else runs/curves)")
+    p.add_argument("--root", default="runs")
+    _format_argument(p)
+    p.set_defaults(func=cmd_plot)
+
     p = sub.add_parser("gap", help="amortization gap: the model's one pass vs solving from scratch")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")
@@ -255,10 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(with_benches="bench" in words)
     args, extra = parser.parse_known_args(argv)
     # overrides may follow options: `amortize train c.yaml --name x agent.learning_rate=1e-4`
-    stray = [e for e in extra if e.startswith("-") or args.command != "train"]
+    takes_overrides = args.command in ("train", "sweep")
+    stray = [e for e in extra if e.startswith("-") or not takes_overrides]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
-    if args.command == "train":
+    if takes_overrides:
         args.items = [*args.items, *extra]
     set_table_format(getattr(args, "format", None) or "text")
     try:
@@ -278,11 +340,12 @@ def _run(args: argparse.Namespace) -> int:
     from agents.common.config import ConfigError
     from agents.common.interrupt import TrainingInterrupted
     from agents.common.runs import RunInUseError, discard_unfinished, forget_created
+    from agents.common.scaleout import JobsFailedError
 
     forget_created()  # on failure, only the run directories this command creates are candidates for removal
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, RunInUseError, FloatingPointError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, RunInUseError, FloatingPointError, JobsFailedError) as err:
         discard_unfinished()
         print(f"amortize {args.command}: error: {err}", file=sys.stderr)
         return 2

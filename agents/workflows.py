@@ -12,7 +12,7 @@ from agents.common.domain import EVAL_FLAGS, Domain
 from agents.common.interrupt import TrainingInterrupted, graceful_stop, received_signal
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.common.shipped import resolve_run
-from agents.registry import DOMAINS, domain_of, load_run_config, make_agent
+from agents.registry import DOMAINS, domain_of, load_config, load_run_config, make_agent
 
 
 def start_run(config: RunConfig, name: str | None = None, root: str | Path = DEFAULT_ROOT,
@@ -90,6 +90,35 @@ def resume(run_path: str | Path, overrides: list[str] | None = None, device: str
         print(f"resuming {run.path} from step {step}" + (f" (removed {len(removed)} partial writes)" if removed else ""))
         _train_until_stopped(agent, run, resume=True)
     return run
+
+
+def check_config(config_path: str | Path, overrides: list[str]) -> RunConfig:
+    """The config with ``overrides`` applied and validated (a named ConfigError before anything trains)."""
+    return load_config(config_path, overrides)
+
+
+def start_or_continue(config_path: str | Path, overrides: list[str], name: str, root: str | Path) -> dict[str, Any]:
+    """Bring the run ``root/name`` to its budget, whatever state an earlier attempt left it in: start it where
+    it does not exist (or holds no config yet), resume it from its checkpoint, start it again where it was
+    killed before its first checkpoint, leave it alone where it has finished. What a sweep's job does."""
+    path = Path(root) / name
+    if path.is_dir() and not (path / "config.yaml").is_file():
+        shutil.rmtree(path)  # claimed by a process killed before it wrote anything
+    if not path.is_dir():
+        run = train(load_config(config_path, overrides), name=name, root=root)
+        return {"status": "trained", "run": str(run.path)}
+    run = RunDir.open(path)
+    config = load_run_config(run)
+    with run.exclusive():
+        step = make_agent(config, run).checkpoint_step()
+    if step is None:
+        shutil.rmtree(path)
+        train(load_config(config_path, overrides), name=name, root=root)
+        return {"status": "started again (killed before its first checkpoint)", "run": str(path)}
+    if step >= config.train.total_steps:
+        return {"status": f"finished earlier (step {step})", "run": str(path)}
+    resume(path)
+    return {"status": f"resumed from step {step}", "run": str(path)}
 
 
 def catalog() -> dict[str, Any]:

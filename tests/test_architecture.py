@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("learned_optimizers", "envs", "agents")  # lowest first
 #: the one place per layer that knows every domain (and ``amortized``, which rebuilds any family through it)
 REGISTRIES = {"learned_optimizers.families", "learned_optimizers.amortized", "envs", "agents.registry"}
-ENTRY_POINTS = {"agents.cli", "agents.workflows"}
+ENTRY_POINTS = {"agents.cli", "agents.workflows", "agents.sweeps"}
 
 
 def _module_name(path: Path) -> str:

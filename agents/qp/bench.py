@@ -21,6 +21,7 @@ import torch
 from agents.common.tables import format_table
 from agents.common.progress import Progress
 from agents.common.runs import DEFAULT_ROOT, RunDir
+from agents.common.scaleout import Resources, Shards, merge_shards, run_jobs
 from agents.common.statistics import shifted_geometric_mean
 from envs.common.vector import resolve_device
 from learned_optimizers.common.timing import synchronize
@@ -31,10 +32,6 @@ from learned_optimizers.qp.problems import QP, QP_CLASSES, generate, load_qp
 DENSE_LIMIT = 4_000_000
 #: osqp's setup error codes (its OSQPException's argument), as the status a benchmark records
 OSQP_SETUP_REFUSALS = {1: "osqp refused the data", 4: "problem non convex"}
-
-
-
-
 
 
 @dataclass
@@ -137,6 +134,52 @@ def throughput(settings: OSQPSettings, device: torch.device, batch: int = 256, n
             "ours_solved": int((sol.status == 1).sum())}
 
 
+def _bench_item(item: tuple[str, Any], settings: OSQPSettings, device: str,
+                progress: Progress | None = None) -> list[Record]:
+    """The records of one unit of work: a QP file (solved alone), or one class and size (solved as one batch)."""
+    group, what = item
+    dev = torch.device(device)
+    if isinstance(what, str):
+        qps = [load_qp(what)]
+        last = qps[0].name
+    else:
+        c, n, seed, instances = what
+        qps = [generate(c, n, seed + i) for i in range(instances)]
+        last = f"{c}-{n}"
+    backend = "dense" if max(q.n * q.n + q.m * q.n for q in qps) <= DENSE_LIMIT else "sparse"
+    records = _records(group, qps, settings, dev, backend)
+    if progress is not None:
+        progress.update(1, last=last)
+    return records
+
+
+def bench_shard(job: dict[str, Any]) -> list[list[Record]]:
+    """One Ray worker's share of a sharded ``bench qp``: the records of each of its items, in order."""
+    torch.set_num_threads(job["threads"])
+    return [_bench_item(item, job["settings"], "cpu") for item in job["items"]]
+
+
+def _sharded(items: list[tuple[str, Any]], settings: OSQPSettings, device: torch.device, workers: int,
+             address: str | None, threads: int) -> list[Record]:
+    """The items dealt over ``workers`` Ray tasks (``threads`` CPUs and torch threads each), merged in the serial
+    order. Iterations, statuses and objectives equal a serial run's with as many torch threads (bit for bit:
+    a different thread count changes a matrix product's last bits)."""
+    if device.type != "cpu":
+        raise ValueError(f"--workers shards the problems over CPU workers; give --device cpu (not {device})")
+    shards = Shards(items, workers)
+    jobs = [{"items": part, "settings": settings, "threads": threads} for part in shards.parts()]
+    print(f"bench qp: {len(items)} items over {len(jobs)} Ray workers, {threads} torch thread(s) each"
+          + (f" on {address}" if address else ""), flush=True)
+    outcomes = run_jobs(bench_shard, jobs, [f"shard {j}" for j in range(len(jobs))], address=address,
+                        resources=Resources(cpus=threads),
+                        what="bench qp --workers",
+                        on_done=lambda o, c: print(f"[bench qp] shard {o.index}: "
+                                                   + ("done" if o.ok else f"FAILED: {o.error}")
+                                                   + f" ({o.seconds:.1f} s), {c['done'] + c['failed']}/{c['total']}",
+                                                   flush=True))
+    return [r for per_item in merge_shards(shards, outcomes) for r in per_item]
+
+
 def bench_qp(
     name: str = "bench-qp",
     classes: list[str] | None = None,
@@ -148,7 +191,12 @@ def bench_qp(
     with_throughput: bool = True,
     root: str | Path = DEFAULT_ROOT,
     settings: OSQPSettings | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+    threads_per_worker: int = 1,
 ) -> dict[str, Any]:
+    """Our core against the real osqp on generated classes or a folder of QPs. ``workers``: the problems dealt
+    over that many Ray tasks (local, or the cluster at ``address``); the table is the serial one."""
     settings = settings or OSQPSettings()
     dev = resolve_device(device)
     classes = classes or list(QP_CLASSES)
@@ -163,25 +211,19 @@ def bench_qp(
         files = sorted([*Path(problems_dir).glob("*.mat"), *Path(problems_dir).glob("*.npz")])
         if not files:
             raise ValueError(f"--problems {problems_dir!r}: no .mat or .npz files there")
-    out_dir = RunDir.create(name, root)
-    records: list[Record] = []
     if files:
-        progress = Progress(len(files), desc="bench qp", unit="problem")
-        for f in files:
-            qp = load_qp(f)
-            backend = "dense" if qp.n * qp.n + qp.m * qp.n <= DENSE_LIMIT else "sparse"
-            records += _records(f"{Path(problems_dir).name}", [qp], settings, dev, backend)
-            progress.update(1, last=qp.name)
+        items = [(Path(problems_dir).name, str(f.resolve())) for f in files]
+        desc = ("bench qp", "problem")
+    else:
+        items = [(c, (c, n, seed, instances)) for c in classes for n in sizes]
+        desc = ("bench qp", "group")
+    out_dir = RunDir.create(name, root)
+    if workers is None:
+        progress = Progress(len(items), desc=desc[0], unit=desc[1])
+        records = [r for item in items for r in _bench_item(item, settings, str(dev), progress)]
         progress.close()
     else:
-        progress = Progress(len(classes) * len(sizes), desc="bench qp", unit="group")
-        for c in classes:
-            for n in sizes:
-                qps = [generate(c, n, seed + i) for i in range(instances)]
-                backend = "dense" if max(q.n * q.n + q.m * q.n for q in qps) <= DENSE_LIMIT else "sparse"
-                records += _records(c, qps, settings, dev, backend)
-                progress.update(1, last=f"{c}-{n}")
-        progress.close()
+        records = _sharded(items, settings, dev, workers, address, threads_per_worker)
     rows, summary = summarize(records, settings.check_termination)
     table = format_table(["class", "problems", "status agree", "osqp med iter", "ours med iter", "iter within 25",
                           "obj rel diff", "osqp ms", "ours ms"],
@@ -191,7 +233,8 @@ def bench_qp(
     lines = [table, "", *textwrap.wrap(
         f"shifted geometric mean (shift 10): iterations osqp {o['osqp_sgm_iter']:.1f} vs ours {o['ours_sgm_iter']:.1f}; "
         f"seconds per problem osqp {o['osqp_sgm_seconds']:.4g} vs ours {o['ours_sgm_seconds']:.4g}", 110)]
-    result: dict[str, Any] = {"settings": settings.osqp_kwargs(), "device": str(dev), **summary,
+    result: dict[str, Any] = {"settings": settings.osqp_kwargs(), "device": str(dev), "workers": workers,
+                              "torch_threads": threads_per_worker if workers else torch.get_num_threads(), **summary,
                               "records": [r.__dict__ for r in records]}
     if with_throughput:
         tp = throughput(settings, dev, seed=seed + 10_000)

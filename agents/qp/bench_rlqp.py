@@ -30,6 +30,7 @@ from agents.common.plots import plot_grouped_bars
 from agents.common.tables import fewer_or_more, format_table
 from agents.common.progress import Progress
 from agents.common.runs import DEFAULT_ROOT, RunDir
+from agents.common.scaleout import Resources, Shards, merge_shards, run_jobs
 from agents.common.statistics import shifted_geometric_mean
 from agents.qp.bench import DENSE_LIMIT, run_real_osqp
 from envs.common.vector import resolve_device
@@ -77,6 +78,14 @@ def run_group(group: str, qps: list[QP], policy: RhoPolicy, settings: RLQPSettin
                               int(heuristic.iterations[i]), r_labels[i], int(learned.iterations[i]), rlqp_seconds,
                               bool(learned.fell_back[i])))
     return out
+
+
+def rlqp_shard(job: dict[str, Any]) -> list[list[RLQPRecord]]:
+    """One Ray worker's share of a sharded ``bench qp --policy``: the records of each of its batches, in order."""
+    torch.set_num_threads(job["threads"])
+    device = torch.device("cpu")
+    policy = RhoPolicy.load(job["policy"], device)
+    return [run_group(group, qps, policy, settings, device) for group, qps, settings in job["units"]]
 
 
 def summarize(records: list[RLQPRecord], max_iter: int) -> dict[str, Any]:
@@ -142,7 +151,12 @@ def bench_rlqp(
     device: str = "auto",
     root: str | Path = DEFAULT_ROOT,
     groups: list[str] | None = None,
+    workers: int | None = None,
+    address: str | None = None,
+    threads_per_worker: int = 1,
 ) -> dict[str, Any]:
+    """RLQP against the real osqp and our core's rule; ``workers``: the problem batches dealt over that many Ray
+    tasks (local, or the cluster at ``address``), the table being the serial one."""
     dev = resolve_device(device)
     if str(policy_path) == "shipped":
         policy_path = str(SHIPPED_POLICY)
@@ -162,20 +176,33 @@ def bench_rlqp(
         if not todo:
             names = [g for g, _, _ in _problem_groups(mix, per_size, problems_dir)]
             raise ValueError(f"--groups {','.join(groups)}: matches none of the groups {names}")
-    out_dir = RunDir.create(name, root)
-    records: list[RLQPRecord] = []
-    progress = Progress(sum(len(qps) for _, qps, _ in todo), desc="bench rlqp", unit="problem")
+    units = []  # (group, problems solved as one batch, settings): real problems differ in size, one at a time
     for group, qps, eps_override in todo:
         e = eps_override or eps
         settings = RLQPSettings(osqp=OSQPSettings(eps_abs=e, eps_rel=e), interval=meta["interval"])
-        if group.endswith(("@eps", "@1e-3")):  # real problems differ in size: one at a time
-            for qp in qps:
-                records += run_group(group, [qp], policy, settings, dev)
-                progress.update(1, last=f"{group} {qp.name}")
+        if group.endswith(("@eps", "@1e-3")):
+            units += [(group, [qp], settings) for qp in qps]
         else:
+            units.append((group, qps, settings))
+    out_dir = RunDir.create(name, root)
+    if workers is None:
+        records: list[RLQPRecord] = []
+        progress = Progress(sum(len(qps) for _, qps, _ in units), desc="bench rlqp", unit="problem")
+        for group, qps, settings in units:
             records += run_group(group, qps, policy, settings, dev)
-            progress.update(len(qps), last=group)
-    progress.close()
+            progress.update(len(qps), last=f"{group} {qps[0].name}" if len(qps) == 1 else group)
+        progress.close()
+    else:
+        if dev.type != "cpu":
+            raise ValueError(f"--workers shards the problems over CPU workers; give --device cpu (not {dev})")
+        shards = Shards(units, workers)
+        jobs = [{"units": part, "policy": str(Path(policy_path).resolve()), "threads": threads_per_worker}
+                for part in shards.parts()]
+        print(f"bench rlqp: {len(units)} batches over {len(jobs)} Ray workers, {threads_per_worker} torch thread(s) "
+              "each" + (f" on {address}" if address else ""), flush=True)
+        outcomes = run_jobs(rlqp_shard, jobs, [f"shard {j}" for j in range(len(jobs))], address=address,
+                            resources=Resources(cpus=threads_per_worker), what="bench qp --policy --workers")
+        records = [r for per_unit in merge_shards(shards, outcomes) for r in per_unit]
     summary = summarize(records, OSQPSettings().max_iter)
     headers = ["group", "osqp ok", "RLQP ok", "lost", "osqp iter", "core iter", "RLQP iter",
                "RLQP iter", "osqp ms", "RLQP ms", "fallback"]
@@ -193,7 +220,10 @@ def bench_rlqp(
         "iter column: against real osqp's. core: our batched OSQP with "
         "osqp's own rho rule. lost: problems osqp solved and RLQP did not. fallback: problems RLQP's "
         "safeguard handed back to osqp's rule.", 110)]
-    result: dict[str, Any] = {"policy": str(policy_path), "policy_metadata": meta, "device": str(dev), "groups": summary}
+    result: dict[str, Any] = {"policy": str(policy_path), "policy_metadata": meta, "device": str(dev),
+                              "workers": workers,
+                              "torch_threads": threads_per_worker if workers else torch.get_num_threads(),
+                              "groups": summary}
     if held:
         o = summarize([RLQPRecord(**{**asdict(r), "group": "all"}) for r in held], OSQPSettings().max_iter)["all"]
         result["heldout_training_classes"] = o

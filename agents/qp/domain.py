@@ -48,17 +48,30 @@ def _qp_arguments(parser: argparse.ArgumentParser) -> None:
                         "(e.g. held-out or random,x4 or unseen)")
     parser.add_argument("--problems", metavar="DIR", help="a folder of .mat/.npz QPs instead of generated classes")
     parser.add_argument("--no-throughput", action="store_true", help="skip the batched-vs-looped throughput line")
+    parser.add_argument("--workers", type=int, metavar="N", help="deal the problems over N Ray workers (one CPU each; "
+                        "needs amortize[ray]); the table is the serial one, times are each worker's")
+    parser.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
+                        help="with --workers: CPUs and torch threads per worker (default 1). Iterations, statuses and "
+                             "objectives equal a serial run's with T threads (OMP_NUM_THREADS=T) bit for bit")
+    parser.add_argument("--address", help="with --workers: a running Ray cluster (auto, HOST:PORT, ray://HOST:10001); "
+                        "default: a local one")
 
 
 def _qp(args: argparse.Namespace) -> dict[str, Any]:
+    if args.workers is None and (args.address or args.threads_per_worker != 1):
+        raise ValueError("--address and --threads-per-worker go with --workers N")
+    if args.threads_per_worker < 1:
+        raise ValueError(f"--threads-per-worker must be >= 1, got {args.threads_per_worker}")
     if args.policy:
         return bench_rlqp(args.policy, per_size=args.instances if args.instances is not None else 5,
                           problems_dir=args.problems, eps=args.eps, groups=csv_list(args.groups),
-                          name=args.name or "bench-rlqp", device=args.device, root=args.root)
+                          name=args.name or "bench-rlqp", device=args.device, root=args.root, workers=args.workers,
+                          address=args.address, threads_per_worker=args.threads_per_worker)
     return bench_qp(classes=csv_list(args.classes), sizes=csv_list(args.sizes, int),
                     instances=args.instances if args.instances is not None else 10, problems_dir=args.problems,
                     with_throughput=not args.no_throughput, name=args.name or "bench-qp", device=args.device,
-                    seed=args.seed, root=args.root)
+                    seed=args.seed, root=args.root, workers=args.workers, address=args.address,
+                    threads_per_worker=args.threads_per_worker)
 
 
 def _warm_start_arguments(parser: argparse.ArgumentParser) -> None:
