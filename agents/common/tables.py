@@ -50,6 +50,13 @@ def fraction(count: int, total: int) -> str:
     return f"{count}/{total} ({100.0 * count / total:.0f}%)" if total else "0/0"
 
 
+def share_of(share: float, total: int) -> str:
+    """A measured share (0..1) of ``total`` items as 'count/total (pct%)'; '-' where it is undefined."""
+    if share != share:
+        return "-"
+    return fraction(round(share * total), total)
+
+
 def fewer_or_more(ratio: float, unit: str = "iterations") -> str:
     """A ratio baseline/ours as words: '1.65x fewer iterations', or '1.19x more iterations' below 1."""
     if not ratio or ratio != ratio:

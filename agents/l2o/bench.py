@@ -28,7 +28,7 @@ import torch
 
 from agents.common.benchmarks import load_trained_agents, problem_identity, require_same_problems
 from agents.common.plots import plot_quantile_curves
-from agents.common.tables import format_table
+from agents.common.tables import format_table, share_of
 from agents.common.runs import DEFAULT_ROOT, RunDir
 from agents.l2o.agent import LearnedOptimizer, heldout_tasks, optimizer_metrics
 from agents.l2o.kinds import RUNS
@@ -130,7 +130,8 @@ def bench_l2o(
         record["median_ms_per_task_to_target"] = record["ms_per_step_batch"] / tasks * record["median_steps_to_target"]
         rows.append([label, *(record[f"median_objective_at_{k}"] for k in reported_steps(T))])
         clock_rows.append([label, record["median_steps_to_target"], record["adam_over_method_median_steps"],
-                           record["sgm_steps_to_target"], record["reached_target"], record["diverged"],
+                           record["sgm_steps_to_target"], share_of(record["reached_target"], tasks),
+                           share_of(record["diverged"], tasks),
                            record["ms_per_step_batch"], record["median_ms_per_task_to_target"]])
     # two tables of at most ~110 columns: the objective along the way; then steps and milliseconds to Adam's value
     table = format_table(["method", *(f"med f@{k}" for k in reported_steps(T))], rows) + "\n\n" + format_table(
@@ -154,12 +155,14 @@ def bench_l2o(
         r, a = g["learned"], g["adam"]
         grows.append([g["method"], g["scenario"], g["size"], a["median_steps_to_target"], r["median_steps_to_target"],
                       r["adam_over_method_median_steps"],
-                      r["reached_target"], r["diverged"], r["median_value_over_target_at_horizon"]])
+                      share_of(r["reached_target"], tasks), share_of(r["diverged"], tasks),
+                      r["median_value_over_target_at_horizon"]])
     if grows:
         table += "\n\nGeneralization (learned vs tuned Adam on the same tasks; target: Adam's objective at the target step):\n"
-        table += format_table(["method", "scenario", "size", "Adam steps", "learned steps", "Adam/learned",
+        table += format_table(["method", "scenario", "size", "Adam", "learned", "Adam/learned",
                                "reached", "diverged", "f / Adam f"], grows)
-        table += "\nsteps: medians to the target; f / Adam f: median ratio at the target step"
+        table += "\n" + textwrap.fill("Adam, learned: median steps to the target; reached, diverged: the learned "
+                                      "update's tasks; f / Adam f: median ratio at the target step", 110)
 
     bench_dir = RunDir.create(name, root)
     # suboptimality against the lowest value any method reached on the task, so the tails stay visible
