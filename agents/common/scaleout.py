@@ -98,8 +98,10 @@ def ray_cluster(address: str | None, what: str, num_cpus: int | None = None) -> 
     try:
         ray.init(**kwargs)
     except ConnectionError as err:
-        raise ValueError(f"--address {address!r}: no Ray cluster there ({err}); start one with `ray start --head` "
-                         "on its head node, or leave --address out for a local one") from None
+        raise ValueError(f"--address {address!r}: could not connect ({err}). Start a cluster with `ray start --head` "
+                         "on its head node (then --address auto there, or HEAD_IP:6379 from a node of it); a cluster "
+                         "with token authentication (Ray's default) also needs RAY_AUTH_MODE=token and its token "
+                         "(~/.ray/auth_token or RAY_AUTH_TOKEN); or leave --address out for a local cluster") from None
     try:
         yield ray
     finally:
