@@ -38,11 +38,12 @@ def sweep_job(job: dict[str, Any]) -> dict[str, Any]:
         torch.set_num_threads(int(job["threads"]))
     log = Path(job["log"])
     log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
     with open(log, "a", buffering=1) as stream, redirect_stdout(stream), redirect_stderr(stream):
         print(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} job {job['name']} (process {os.getpid()})", flush=True)
         result = workflows.start_or_continue(job["config"], job["overrides"], job["name"], job["root"])
         print(f"=== {result['status']}", flush=True)
-    return result
+    return {**result, "seconds": time.perf_counter() - start}
 
 
 def _last_line(path: Path) -> str:
@@ -52,7 +53,7 @@ def _last_line(path: Path) -> str:
             f.seek(max(0, f.seek(0, 2) - 4096))
             lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
-        return "starting"
+        return "queued"
     return lines[-1][:110] if lines else "starting"
 
 
@@ -77,8 +78,9 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
         config_path = Path(config)
         extra = [*(items or []), *([f"device={device}"] if device else [])]
         plan = make_plan(name or _default_name(config_path), str(config_path), parse_seeds(seeds), extra)
-        for r in plan.runs:  # every run's config is checked before anything is created or trained
-            workflows.check_config(config_path, r.overrides)
+        configs = [workflows.check_config(config_path, r.overrides) for r in plan.runs]  # all checked first
+        if not serial:
+            _check_gpus(configs[0].device, gpus_per_run)
         folder = create_sweep_folder(plan, root, config_path)
         config_path = folder / CONFIG_COPY
     where = folder.resolve()  # the jobs' paths: a worker's working directory may differ (or a cluster node's)
@@ -93,13 +95,13 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
           + (f", cluster {address}" if address else "") + f") into {folder}; logs: {folder / LOGS}/", flush=True)
 
     def on_done(o: Outcome, counts: dict[str, int]) -> None:
-        word = o.result["status"] if o.ok else f"FAILED: {o.error}"
-        print(f"[sweep {plan.name}] {counts['done'] + counts['failed']}/{counts['total']} {o.label}: {word} "
-              f"({o.seconds:.0f} s)", flush=True)
+        word = f"{o.result['status']} ({o.result['seconds']:.0f} s)" if o.ok else f"FAILED: {o.error}"
+        print(f"[sweep {plan.name}] {counts['done'] + counts['failed']}/{counts['total']} {o.label}: {word}", flush=True)
 
     def on_wait(running: list[int]) -> None:
-        print(f"[sweep {plan.name}] running: " + "; ".join(f"{labels[i]}: {_last_line(Path(jobs[i]['log']))}"
-                                                          for i in running), flush=True)
+        shown = "; ".join(f"{labels[i]}: {_last_line(Path(jobs[i]['log']))}" for i in running[:4])
+        more = f"; +{len(running) - 4} more" if len(running) > 4 else ""
+        print(f"[sweep {plan.name}] submitted {len(running)}: {shown}{more}", flush=True)
 
     start = time.perf_counter()
     outcomes = run_jobs(sweep_job, jobs, labels, executor=executor, address=address,
@@ -107,13 +109,15 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
                         on_done=on_done, on_wait=on_wait, wait_s=wait_s, what="amortize sweep")
     wall = time.perf_counter() - start
     status = {"sweep": plan.name, "executor": executor, "address": address, "cpus_per_run": cpus_per_run,
-              "wall_seconds": wall, "runs": [{"name": o.label, "ok": o.ok, "seconds": o.seconds,
-                                              **({"status": o.result["status"]} if o.ok else {"error": o.error})}
+              "wall_seconds": wall, "runs": [{"name": o.label, "ok": o.ok,
+                                              **({"status": o.result["status"], "seconds": o.result["seconds"]}
+                                                 if o.ok else {"error": o.error})}
                                              for o in outcomes]}
     text = json.dumps(status, indent=2) + "\n"
     atomic_write(folder / STATUS, lambda f: f.write(text.encode()))
     table = format_table(["run", "outcome", "seconds"],
-                         [[o.label, o.result["status"] if o.ok else "failed", round(o.seconds, 1)] for o in outcomes])
+                         [[o.label, o.result["status"], round(o.result["seconds"], 1)] if o.ok else [o.label, "failed", None]
+                          for o in outcomes])
     failed = [o for o in outcomes if not o.ok]
     result: dict[str, Any] = {"folder": str(folder), "table": table, "wall_seconds": wall, "failed": failed,
                               "outcomes": outcomes, "curves": None}
@@ -124,6 +128,19 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
         except (ValueError, FileNotFoundError) as err:  # e.g. runs too short to have evaluated once
             result["curves_error"] = str(err)
     return result
+
+
+def _check_gpus(device: str, gpus_per_run: float) -> None:
+    """Ray hides the GPUs from a task that reserves none: a cuda run needs --gpus-per-run."""
+    if device.startswith("cuda") and gpus_per_run <= 0:
+        raise ValueError(f"device={device}: Ray shows a run only the GPUs it reserves; give --gpus-per-run "
+                         "(e.g. 1, or 0.5 for two runs per GPU)")
+    if device == "auto" and gpus_per_run <= 0:
+        import torch
+
+        if torch.cuda.is_available():
+            print("note: device=auto and no --gpus-per-run: Ray hides the GPUs from the runs, which train on CPUs",
+                  flush=True)
 
 
 def _default_name(config_path: Path) -> str:
