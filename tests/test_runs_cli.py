@@ -216,8 +216,9 @@ def test_list_starts_at_once_and_its_catalog_is_what_the_registries_say():
 
 
 def test_shares_have_denominators_and_ratios_say_fewer_or_more():
-    from agents.common.tables import fewer_or_more, fraction
+    from agents.common.tables import fewer_or_more, fraction, share_of
 
     assert fraction(12, 15) == "12/15 (80%)" and fraction(0, 0) == "0/0"
+    assert share_of(0.998046875, 512) == "511/512 (100%)" and share_of(float("nan"), 4) == "-"
     assert fewer_or_more(1.65) == "1.65x fewer iterations"
     assert fewer_or_more(0.84) == "1.19x more iterations"
