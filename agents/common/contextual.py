@@ -68,7 +68,7 @@ def eval_table(result: dict[str, Any]) -> str:
         ["agent", "return", "f(model)", "f(solver)", "gap mean", "gap median", "gap<=1e-2", "model s", "solver s",
          "solver s / model s"], rows)
     return table + "\n" + textwrap.fill(
-        f"gap<=1e-2: held-out contexts within 1e-2 of the solver. solver s: the solver's whole budget (restarts x "
+        "gap<=1e-2: held-out contexts within 1e-2 of the solver. solver s: the solver's whole budget (restarts x "
         "steps) on the held-out contexts; `amortize gap` reports instead the time the solver needs from scratch to "
         "match the model, a smaller ratio", 110)
 
