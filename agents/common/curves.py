@@ -121,12 +121,13 @@ def aggregate(curves: list[RunCurve], seed: int = 0) -> dict[str, Any]:
 
 
 def summary_table(metric: str, groups: dict[str, Any]) -> str:
+    """Per group at the last step every run logged: mean of ``metric``, its interval, IQM, the extreme runs."""
     rows = []
     for group, g in groups.items():
         final = [v[-1] for v in g["per_run"]]
         rows.append([group or "runs", len(g["runs"]), g["steps"][-1], g["mean"][-1],
                      f"[{g['ci_low'][-1]:.4g}, {g['ci_high'][-1]:.4g}]", g["iqm"][-1], min(final), max(final)])
-    return format_table(["group", "runs", "last common step", f"mean {metric}", "95% bootstrap CI", "IQM",
+    return format_table(["group", "runs", "last common step", "mean", "95% bootstrap CI", "IQM",
                          "min run", "max run"], rows)
 
 
