@@ -95,6 +95,7 @@ def ray_cluster(address: str | None, what: str, num_cpus: int | None = None) -> 
         kwargs["address"] = address
     else:
         kwargs.update(local_cluster_options(num_cpus))
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private local cluster reports nothing anywhere
     try:
         ray.init(**kwargs)
     except ConnectionError as err:
