@@ -64,29 +64,16 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
     """Plan (or read back) a sweep, run its jobs, then tabulate them and plot the metric across seeds."""
     if not serial:
         require_ray("amortize sweep (or run it with --serial, one run after another in this process)")
-    if resume is not None:
-        if config is not None or items:
-            raise ValueError("--resume continues a sweep as it was planned: give no CONFIG or overrides with it")
-        folder = Path(resume)
-        plan = SweepPlan.read(folder)
-        config_path = folder / CONFIG_COPY
-        if not config_path.is_file():
-            raise FileNotFoundError(f"{str(folder)!r}: its config copy {CONFIG_COPY} is missing")
-    else:
-        if config is None:
-            raise ValueError("CONFIG is required (or --resume SWEEP_DIR)")
-        config_path = Path(config)
-        extra = [*(items or []), *([f"device={device}"] if device else [])]
-        plan = make_plan(name or _default_name(config_path), str(config_path), parse_seeds(seeds), extra)
-        configs = [workflows.check_config(config_path, r.overrides) for r in plan.runs]  # all checked first
-        if not serial:
-            _check_gpus(configs[0].device, gpus_per_run)
-        folder = create_sweep_folder(plan, root, config_path)
-        config_path = folder / CONFIG_COPY
+    resources = Resources(cpus_per_run, gpus_per_run, retries)  # bad values are named before anything is created
+    if max_parallel is not None and max_parallel < 1:
+        raise ValueError(f"--max-parallel must be >= 1, got {max_parallel}")
+    if not wait_s > 0:
+        raise ValueError(f"--status-every must be > 0 seconds, got {wait_s}")
+    plan, folder, config_path = _open_sweep(config, seeds, items, name, resume, root, device, gpus_per_run, serial)
     where = folder.resolve()  # the jobs' paths: a worker's working directory may differ (or a cluster node's)
-    threads = max(1, int(cpus_per_run))
     jobs = [{"name": r.name, "config": str(config_path.resolve()), "overrides": r.overrides, "root": str(where),
-             "log": str(where / LOGS / f"{r.name}.log"), "threads": None if serial else threads} for r in plan.runs]
+             "log": str(where / LOGS / f"{r.name}.log"), "threads": None if serial else max(1, int(cpus_per_run))}
+            for r in plan.runs]
     labels = [r.name for r in plan.runs]
     executor = "serial" if serial else "ray"
     print(f"sweep {plan.name}: {len(jobs)} runs ({executor}"
@@ -104,17 +91,11 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
         print(f"[sweep {plan.name}] submitted {len(running)}: {shown}{more}", flush=True)
 
     start = time.perf_counter()
-    outcomes = run_jobs(sweep_job, jobs, labels, executor=executor, address=address,
-                        resources=Resources(cpus_per_run, gpus_per_run, retries), max_parallel=max_parallel,
-                        on_done=on_done, on_wait=on_wait, wait_s=wait_s, what="amortize sweep")
+    outcomes = run_jobs(sweep_job, jobs, labels, executor=executor, address=address, resources=resources,
+                        max_parallel=max_parallel, on_done=on_done, on_wait=on_wait, wait_s=wait_s,
+                        what="amortize sweep")
     wall = time.perf_counter() - start
-    status = {"sweep": plan.name, "executor": executor, "address": address, "cpus_per_run": cpus_per_run,
-              "wall_seconds": wall, "runs": [{"name": o.label, "ok": o.ok,
-                                              **({"status": o.result["status"], "seconds": o.result["seconds"]}
-                                                 if o.ok else {"error": o.error})}
-                                             for o in outcomes]}
-    text = json.dumps(status, indent=2) + "\n"
-    atomic_write(folder / STATUS, lambda f: f.write(text.encode()))
+    _write_status(folder, plan, executor, address, cpus_per_run, wall, outcomes)
     table = format_table(["run", "outcome", "seconds"],
                          [[o.label, o.result["status"], round(o.result["seconds"], 1)] if o.ok else [o.label, "failed", None]
                           for o in outcomes])
@@ -128,6 +109,42 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
         except (ValueError, FileNotFoundError) as err:  # e.g. runs too short to have evaluated once
             result["curves_error"] = str(err)
     return result
+
+
+def _open_sweep(config: str | None, seeds: str, items: list[str] | None, name: str | None, resume: str | None,
+                root: str | Path, device: str | None, gpus_per_run: float,
+                serial: bool) -> tuple[SweepPlan, Path, Path]:
+    """(plan, folder, config copy): a resumed sweep's, or a new one's after every run's config was checked."""
+    if resume is not None:
+        if config is not None or items or device is not None:
+            raise ValueError("--resume continues a sweep as it was planned: give no CONFIG, overrides or --device "
+                             "with it")
+        folder = Path(resume)
+        plan = SweepPlan.read(folder)
+        if not (folder / CONFIG_COPY).is_file():
+            raise FileNotFoundError(f"{str(folder)!r}: its config copy {CONFIG_COPY} is missing")
+        return plan, folder, folder / CONFIG_COPY
+    if config is None:
+        raise ValueError("CONFIG is required (or --resume SWEEP_DIR)")
+    config_path = Path(config)
+    extra = [*(items or []), *([f"device={device}"] if device else [])]
+    plan = make_plan(name or _default_name(config_path), str(config_path), parse_seeds(seeds), extra)
+    configs = [workflows.check_config(config_path, r.overrides) for r in plan.runs]
+    if not serial:
+        _check_gpus(configs[0].device, gpus_per_run)
+    folder = create_sweep_folder(plan, root, config_path)
+    return plan, folder, folder / CONFIG_COPY
+
+
+def _write_status(folder: Path, plan: SweepPlan, executor: str, address: str | None, cpus_per_run: float,
+                  wall: float, outcomes: list[Outcome]) -> None:
+    """``sweep-status.json``: how each run of this invocation ended, and the wall-clock of all of them."""
+    runs = [{"name": o.label, "ok": o.ok,
+             **({"status": o.result["status"], "seconds": o.result["seconds"]} if o.ok else {"error": o.error})}
+            for o in outcomes]
+    text = json.dumps({"sweep": plan.name, "executor": executor, "address": address, "cpus_per_run": cpus_per_run,
+                       "wall_seconds": wall, "runs": runs}, indent=2) + "\n"
+    atomic_write(folder / STATUS, lambda f: f.write(text.encode()))
 
 
 def _check_gpus(device: str, gpus_per_run: float) -> None:

@@ -79,6 +79,12 @@ def test_a_sweep_checks_every_run_config_before_creating_anything(tmp_path, caps
                  "--serial"])
     assert code == 2 and "agent.learning_rat: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "sweep-c").exists()
+    for flags, message in ((["--cpus-per-run", "0"], "CPUs per job"), (["--max-parallel", "0"], "--max-parallel"),
+                           (["--retries", "-1"], "--retries"), (["device=cuda"], "--gpus-per-run")):
+        serial = [] if flags == ["device=cuda"] else ["--serial"]
+        assert main(["sweep", str(config), "--root", str(tmp_path), *serial, *flags]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "sweep-c").exists()
 
 
 def test_without_ray_the_commands_say_how_to_install_it(monkeypatch):
