@@ -91,9 +91,14 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
         print(f"[sweep {plan.name}] submitted {len(running)}: {shown}{more}", flush=True)
 
     start = time.perf_counter()
-    outcomes = run_jobs(sweep_job, jobs, labels, executor=executor, address=address, resources=resources,
-                        max_parallel=max_parallel, on_done=on_done, on_wait=on_wait, wait_s=wait_s,
-                        what="amortize sweep")
+    try:
+        outcomes = run_jobs(sweep_job, jobs, labels, executor=executor, address=address, resources=resources,
+                            max_parallel=max_parallel, on_done=on_done, on_wait=on_wait, wait_s=wait_s,
+                            what="amortize sweep")
+    except KeyboardInterrupt:
+        print(f"[sweep {plan.name}] interrupted: the running runs were asked to checkpoint and stop; continue with: "
+              f"amortize sweep --resume {folder}", file=sys.stderr, flush=True)
+        raise
     wall = time.perf_counter() - start
     _write_status(folder, plan, executor, address, cpus_per_run, wall, outcomes)
     table = format_table(["run", "outcome", "seconds"],

@@ -247,3 +247,30 @@ def test_a_sweep_survives_a_killed_run_and_its_resume_completes_it(tmp_path):
     two = json.loads((tmp_path / "two" / "curves-eval_objective_gap.json").read_text())
     assert len(two["groups"][""]["runs"]) == 2
     assert main(["plot", str(tmp_path / "sw"), "--metric", "eval/nope"]) == 2
+
+
+def test_sigterm_to_a_sweep_makes_every_running_run_checkpoint_where_it_stands(tmp_path):
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump({**SPHERE, "agent": {"kind": "objective", "hidden_sizes": [16], "batch_size": 32},
+                                      "train": {"total_steps": 10**7, "checkpoint_every": 10**6,
+                                                "eval_every": 10**7, "log_every": 100}}))
+    proc = subprocess.Popen(_cli("sweep", str(config), "--seeds", "0,1", "--name", "sw", "--root", str(tmp_path)),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    runs = [tmp_path / "sw" / f"seed-{s}" for s in (0, 1)]
+    deadline = time.monotonic() + 240
+    while not all((r / "tb").is_dir() for r in runs):  # both are training
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the runs never started"
+        time.sleep(0.1)
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, out + err
+    assert f"amortize sweep --resume {tmp_path / 'sw'}" in err
+    from agents.common.runs import RunDir
+
+    for run in runs:  # no checkpoint was due before 10**6 steps: these are the stop's own
+        step = RunDir.open(run).load_checkpoint()["step"]
+        assert 0 < step < 10**6 and (run / "model.pt").is_file()
+        assert "stopped after" in (tmp_path / "sw" / "logs" / f"{run.name}.log").read_text()

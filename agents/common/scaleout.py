@@ -13,6 +13,8 @@ baseline the parallel wall-clock is measured against, and a way to run a sweep w
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -22,6 +24,8 @@ from typing import Any, Callable, Iterator, Sequence
 #: the local cluster's object store: jobs exchange small records only (Ray's minimum is 75 MB)
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
 EXECUTORS = ("ray", "serial")
+#: after a Ctrl-C, how long the cancelled jobs get to checkpoint before the cluster is shut down
+CANCEL_WAIT_S = 120
 INSTALL_HINT = "pip install 'amortize[ray]' (or: pip install ray)"
 
 
@@ -154,7 +158,7 @@ def run_jobs(
             finish(Outcome(i, labels[i], result, error, time.perf_counter() - start))
         return [o for o in outcomes if o is not None]
 
-    with ray_cluster(address, what) as ray:
+    with ray_cluster(address, what) as ray, _sigterm_as_interrupt():
         remote = ray.remote(fn).options(num_cpus=resources.cpus, num_gpus=resources.gpus,
                                         max_retries=resources.retries, retry_exceptions=False)
         pending = list(range(len(args)))
@@ -180,9 +184,28 @@ def run_jobs(
         except KeyboardInterrupt:
             for ref in running:
                 ray.cancel(ref)  # a KeyboardInterrupt inside each task: training runs checkpoint and stop
-            ray.wait(list(running), num_returns=len(running), timeout=60)
+            if running:
+                ray.wait(list(running), num_returns=len(running), timeout=CANCEL_WAIT_S)
             raise
     return [o for o in outcomes if o is not None]
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """A SIGTERM to the driver (a scheduler's stop, ``kill``) cancels the jobs as Ctrl-C does, instead of
+    leaving them to die with it before their next checkpoint. Only the main thread can install a handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _describe(err: BaseException) -> str:
