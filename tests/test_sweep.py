@@ -22,7 +22,9 @@ from agents.common import scaleout
 from agents.common.curves import RunCurve, aggregate, interquartile_mean, read_scalar
 from agents.common.scaleout import Outcome, Resources, Shards, merge_shards, run_jobs
 from agents.common.sweep import SweepPlan, make_plan, parse_seeds, split_values
+from agents.common.runs import RunDir
 from agents.qp.bench import bench_qp
+from agents.registry import SCHEMA
 from agents.qp.bench_rlqp import bench_rlqp
 from tiny_runs import SPHERE
 
@@ -268,9 +270,26 @@ def test_sigterm_to_a_sweep_makes_every_running_run_checkpoint_where_it_stands(t
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, out + err
     assert f"amortize sweep --resume {tmp_path / 'sw'}" in err
-    from agents.common.runs import RunDir
-
     for run in runs:  # no checkpoint was due before 10**6 steps: these are the stop's own
         step = RunDir.open(run).load_checkpoint()["step"]
         assert 0 < step < 10**6 and (run / "model.pt").is_file()
         assert "stopped after" in (tmp_path / "sw" / "logs" / f"{run.name}.log").read_text()
+
+
+def test_a_grid_sweep_in_one_process_groups_its_curves_by_value(tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text(yaml.safe_dump({**SPHERE, "agent": {"kind": "objective", "hidden_sizes": [16], "batch_size": 32},
+                                      "train": {"total_steps": 60, "checkpoint_every": 30, "eval_every": 30,
+                                                "log_every": 30}}))
+    args = ["sweep", str(config), "--seeds", "0,1", "agent.learning_rate=1e-3,3e-3", "--serial", "--root", str(tmp_path)]
+    assert main(args) == 0
+    folder = tmp_path / "sweep-grid"
+    curves = json.loads((folder / "curves-eval_objective_gap.json").read_text())
+    assert sorted(curves["groups"]) == ["agent.learning_rate=1e-3", "agent.learning_rate=3e-3"]
+    for group in curves["groups"].values():
+        assert len(group["runs"]) == 2 and group["steps"] == [30, 60]
+    assert RunDir.open(folder / "learning_rate-3e-3_seed-1").load_config(SCHEMA).agent.learning_rate == 3e-3
+    assert main(["sweep", "--resume", str(folder), "--serial"]) == 0  # nothing left to do
+    status = json.loads((folder / "sweep-status.json").read_text())
+    assert [r["status"] for r in status["runs"]] == ["finished earlier (step 60)"] * 4
+    assert capsys.readouterr().out.count("finished earlier (step 60)") >= 4
