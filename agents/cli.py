@@ -104,6 +104,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config, items = _split_config_and_overrides(args.items)
     if config is not None and not args.resume:
         config = str(resolve_config(config))
+    if args.plan:
+        print(sweeps.show_plan(config, seeds=args.seeds, items=items, name=args.name, resume=args.resume,
+                               device=args.device, root=args.root))
+        return 0
     result = sweeps.sweep(config, seeds=args.seeds, items=items, name=args.name, resume=args.resume, root=args.root,
                           serial=args.serial, address=args.address, cpus_per_run=args.cpus_per_run,
                           gpus_per_run=args.gpus_per_run, max_parallel=args.max_parallel, retries=args.retries,
@@ -266,6 +270,8 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=0, help="restarts of a run whose worker died; each resumes "
                    "from the run's checkpoint (default 0: report it and go on)")
     p.add_argument("--serial", action="store_true", help="no Ray: the runs one after another in this process")
+    p.add_argument("--plan", action="store_true", help="print the runs the sweep would make (each config checked) "
+                   "and stop: nothing is created or trained")
     p.add_argument("--metric", help="the TensorBoard scalar to plot across seeds (default: the one the runs keep "
                    "their best model by)")
     p.add_argument("--device", type=_device, metavar="{auto,cpu,cuda,cuda:N}")

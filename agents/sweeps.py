@@ -116,6 +116,28 @@ def sweep(config: str | None = None, seeds: str = "0", items: list[str] | None =
     return result
 
 
+def show_plan(config: str | None, seeds: str = "0", items: list[str] | None = None, name: str | None = None,
+              resume: str | None = None, device: str | None = None, root: str | Path = DEFAULT_ROOT) -> str:
+    """``amortize sweep --plan``: the runs a sweep would make (or a planned sweep holds), each config checked."""
+    if resume is not None:
+        plan = SweepPlan.read(resume)
+        done = [r for r in plan.runs if (Path(resume) / r.name / "config.yaml").is_file()]
+        head = f"sweep {plan.name} ({resume}): {len(plan.runs)} runs, {len(done)} of them started"
+    else:
+        if config is None:
+            raise ValueError("CONFIG is required (or --resume SWEEP_DIR)")
+        extra = [*(items or []), *([f"device={device}"] if device else [])]
+        plan = make_plan(name or _default_name(Path(config)), config, parse_seeds(seeds), extra)
+        for r in plan.runs:
+            workflows.check_config(config, r.overrides)
+        head = f"sweep {plan.name}: {len(plan.runs)} runs (every config checked; nothing created)"
+        if (Path(root) / plan.name).exists():
+            head += (f"\nnote: {Path(root) / plan.name} exists: run this sweep under another --name, or continue "
+                     f"that one with --resume {Path(root) / plan.name}")
+    rows = [[r.name, " ".join(r.overrides)] for r in plan.runs]
+    return head + "\n" + format_table(["run", "overrides"], rows)
+
+
 def _open_sweep(config: str | None, seeds: str, items: list[str] | None, name: str | None, resume: str | None,
                 root: str | Path, device: str | None, gpus_per_run: float,
                 serial: bool) -> tuple[SweepPlan, Path, Path]:

@@ -289,6 +289,10 @@ def test_a_grid_sweep_in_one_process_groups_its_curves_by_value(tmp_path, capsys
     for group in curves["groups"].values():
         assert len(group["runs"]) == 2 and group["steps"] == [30, 60]
     assert RunDir.open(folder / "learning_rate-3e-3_seed-1").load_config(SCHEMA).agent.learning_rate == 3e-3
+    assert main(["sweep", str(config), "--seeds", "0,1", "agent.learning_rate=1e-3,3e-3", "--plan",
+                 "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sweep sweep-grid: 4 runs" in out and "agent.learning_rate=3e-3 seed=1" in out and "exists" in out
     assert main(["sweep", "--resume", str(folder), "--serial"]) == 0  # nothing left to do
     status = json.loads((folder / "sweep-status.json").read_text())
     assert [r["status"] for r in status["runs"]] == ["finished earlier (step 60)"] * 4
