@@ -167,7 +167,7 @@ def _without_times(result: dict) -> dict:
     return json.dumps(strip(result["groups"]))
 
 
-def test_a_sharded_qp_bench_equals_the_serial_one(local_ray, tmp_path):
+def test_a_sharded_qp_bench_equals_the_serial_one(local_ray, tmp_path, capsys):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the serial run at the workers' thread count: bit-for-bit the same arithmetic
     try:
@@ -176,12 +176,15 @@ def test_a_sharded_qp_bench_equals_the_serial_one(local_ray, tmp_path):
         serial = bench_qp(name="serial", **kwargs)
         sharded = bench_qp(name="sharded", workers=2, **kwargs)
         assert sharded["workers"] == 2 and serial["workers"] is None
+        out = capsys.readouterr().out  # the shards ran as Ray tasks
+        assert "6 items over 2 Ray workers" in out and "shard 0: done" in out and "shard 1: done" in out
         assert len(serial["records"]) == 18 and '"ours_iter": 25' in _records(serial)
         assert _records(sharded) == _records(serial)  # statuses, iterations and objectives, exactly
         assert _without_times(sharded) == _without_times(serial)
         rlqp = dict(policy_path="shipped", per_size=1, groups=["held-out"], device="cpu", root=tmp_path)
         serial = bench_rlqp(name="rlqp-serial", **rlqp)
         sharded = bench_rlqp(name="rlqp-sharded", workers=2, **rlqp)
+        assert "over 2 Ray workers" in capsys.readouterr().out
         assert len(serial["records"]) >= 4 and _records(sharded) == _records(serial)
         assert _without_times(sharded) == _without_times(serial)
     finally:
