@@ -208,7 +208,8 @@ def print_sweep(result: dict[str, Any]) -> int:
     """The CLI's report of a sweep; the exit code is 1 where a run failed."""
     print()
     print(result["table"])
-    print(f"\nwall-clock {result['wall_seconds']:.1f} s; status: {Path(result['folder']) / STATUS}")
+    print(f"\nwall-clock {result['wall_seconds']:.1f} s; status: {Path(result['folder']) / STATUS}; "
+          f"every run's curves: tensorboard --logdir {result['folder']}")
     if result["curves"]:
         c = result["curves"]
         print(f"\n{c['metric']} across seeds (last common step):\n{c['table']}\nwrote {c['json']}; plot: {c['plot']}")
