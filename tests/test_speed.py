@@ -60,3 +60,17 @@ def test_an_unknown_domain_is_named_and_nothing_is_written(tmp_path, capsys):
     assert main(["bench", "speed", "--domains", "control", "--root", str(tmp_path), "--batch-sizes", "1"]) != 0
     assert "--domains control: no speed rows there; allowed: qp, ot" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_both_median_columns_of_a_qp_row_use_one_rule():
+    """An even count: the mean of the middle two for ours and for osqp alike (torch's median takes the lower)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from agents.qp.speed import _row
+
+    solution = SimpleNamespace(iterations=torch.tensor([25, 50, 75, 100]), status=torch.ones(4, dtype=torch.int64))
+    row = _row("core", "random n=50", "osqp", "cpu", [None] * 4, (1.0, solution),
+               (1.0, [("solved", 25), ("solved", 50), ("solved", 75), ("solved", 100)]))
+    assert row.median_iterations == row.peer_median_iterations == 62.5

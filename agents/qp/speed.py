@@ -31,7 +31,8 @@ def _row(solver: str, problems: str, peer: str, device: str, qps: list[QP], ours
     return SpeedRow(
         domain="qp", problems=problems, solver=solver, peer=peer, device=device, batch=len(qps), seconds=seconds,
         peer_seconds=peer_seconds * len(qps) / timed, peer_timed=timed,
-        median_iterations=float(solution.iterations[:timed].double().median()),  # on the problems the peer solved
+        # on the problems the peer solved; one median rule for both (torch's median of an even count is the lower one)
+        median_iterations=float(statistics.median(solution.iterations[:timed].tolist())),
         peer_median_iterations=float(statistics.median(it for _, it in peer_runs)),
         solved=int((solution.status == int(Status.SOLVED)).sum()),
         peer_solved=sum(status == "solved" for status, _ in peer_runs),
