@@ -63,14 +63,14 @@ def _time_ours(agent: RLQPAgentSettings, rows: SimpleNamespace, updates: int, de
 
 def _time_sb3(agent: RLQPAgentSettings, rows: SimpleNamespace, updates: int, device: torch.device) -> float:
     from stable_baselines3 import TD3
-    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.logger import Logger
 
     n = rows.obs.shape[0]
     model = TD3("MlpPolicy", _RowSpaces(), learning_rate=agent.actor_learning_rate, buffer_size=n,
                 batch_size=agent.batch_size, gamma=agent.gamma, tau=agent.tau, policy_delay=agent.policy_delay,
                 target_policy_noise=agent.target_noise, target_noise_clip=agent.target_noise_clip,
                 policy_kwargs={"net_arch": list(agent.hidden_sizes)}, device=device, seed=0)
-    model.set_logger(configure(None, []))
+    model.set_logger(Logger(None, []))  # silent; configure(None, ...) would leave an empty SB3-<date> folder in /tmp
     rb = model.replay_buffer
     rb.observations[:, 0] = rows.obs.numpy()
     rb.next_observations[:, 0] = rows.next_obs.numpy()
