@@ -124,12 +124,7 @@ def show_plan(config: str | None, seeds: str = "0", items: list[str] | None = No
         done = [r for r in plan.runs if (Path(resume) / r.name / "config.yaml").is_file()]
         head = f"sweep {plan.name} ({resume}): {len(plan.runs)} runs, {len(done)} of them started"
     else:
-        if config is None:
-            raise ValueError("CONFIG is required (or --resume SWEEP_DIR)")
-        extra = [*(items or []), *([f"device={device}"] if device else [])]
-        plan = make_plan(name or _default_name(Path(config)), config, parse_seeds(seeds), extra)
-        for r in plan.runs:
-            workflows.check_config(config, r.overrides)
+        plan, _ = _new_plan(config, seeds, items, name, device)
         head = f"sweep {plan.name}: {len(plan.runs)} runs (every config checked; nothing created)"
         if (Path(root) / plan.name).exists():
             head += (f"\nnote: {Path(root) / plan.name} exists: run this sweep under another --name, or continue "
@@ -151,16 +146,21 @@ def _open_sweep(config: str | None, seeds: str, items: list[str] | None, name: s
         if not (folder / CONFIG_COPY).is_file():
             raise FileNotFoundError(f"{str(folder)!r}: its config copy {CONFIG_COPY} is missing")
         return plan, folder, folder / CONFIG_COPY
-    if config is None:
-        raise ValueError("CONFIG is required (or --resume SWEEP_DIR)")
-    config_path = Path(config)
-    extra = [*(items or []), *([f"device={device}"] if device else [])]
-    plan = make_plan(name or _default_name(config_path), str(config_path), parse_seeds(seeds), extra)
-    configs = [workflows.check_config(config_path, r.overrides) for r in plan.runs]
+    plan, configs = _new_plan(config, seeds, items, name, device)
     if not serial:
         _check_gpus(configs[0].device, gpus_per_run)
-    folder = create_sweep_folder(plan, root, config_path)
+    folder = create_sweep_folder(plan, root, Path(plan.config_source))
     return plan, folder, folder / CONFIG_COPY
+
+
+def _new_plan(config: str | None, seeds: str, items: list[str] | None, name: str | None,
+              device: str | None) -> tuple[SweepPlan, list[Any]]:
+    """A new sweep's plan and every run's validated config (a named error before anything is created)."""
+    if config is None:
+        raise ValueError("CONFIG is required (or --resume SWEEP_DIR)")
+    extra = [*(items or []), *([f"device={device}"] if device else [])]
+    plan = make_plan(name or _default_name(Path(config)), str(config), parse_seeds(seeds), extra)
+    return plan, [workflows.check_config(config, r.overrides) for r in plan.runs]
 
 
 def _write_status(folder: Path, plan: SweepPlan, executor: str, address: str | None, cpus_per_run: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import yaml
 
 from agents.cli import main
 from agents.common import scaleout
-from agents.common.curves import RunCurve, aggregate, interquartile_mean, read_scalar
+from agents.common.curves import RunCurve, aggregate, bootstrap_mean_interval, interquartile_mean, read_scalar
 from agents.common.scaleout import Outcome, Resources, Shards, merge_shards, run_jobs
 from agents.common.sweep import SweepPlan, make_plan, parse_seeds, split_values
 from agents.common.runs import RunDir
@@ -107,6 +108,15 @@ def test_iqm_is_the_interquartile_mean_and_the_interval_holds_the_mean():
     assert interquartile_mean(x)[0] == pytest.approx(2.5)
     curves = [RunCurve("", Path(f"r{i}"), np.array([10, 20, 30]), np.array([i, 2.0 * i, 3.0 * i])) for i in range(5)]
     curves.append(RunCurve("", Path("short"), np.array([10, 20]), np.array([4.0, 4.0])))
+    # the interval against scipy's percentile bootstrap of the mean (Monte Carlo error: a few % of the width)
+    rng = np.random.default_rng(3)
+    for trial in range(3):
+        x = rng.normal(size=(20, 1)) * 2 + 1
+        lo, hi = bootstrap_mean_interval(x, np.random.default_rng(trial))
+        ref = scipy.stats.bootstrap((x[:, 0],), np.mean, method="percentile", n_resamples=20000,
+                                    random_state=trial).confidence_interval
+        width = ref.high - ref.low
+        assert abs(lo[0] - ref.low) < 0.06 * width and abs(hi[0] - ref.high) < 0.06 * width
     (g,) = aggregate(curves).values()
     assert g["steps"] == [10, 20]  # the steps every run logged
     for lo, m, hi in zip(g["ci_low"], g["mean"], g["ci_high"]):
@@ -252,6 +262,9 @@ def test_a_sweep_survives_a_killed_run_and_its_resume_completes_it(tmp_path):
     two = json.loads((tmp_path / "two" / "curves-eval_objective_gap.json").read_text())
     assert len(two["groups"][""]["runs"]) == 2
     assert main(["plot", str(tmp_path / "sw"), "--metric", "eval/nope"]) == 2
+    silent = tmp_path / "silent"  # a run killed before it logged anything
+    shutil.copytree(tmp_path / "sw" / "seed-0", silent, ignore=shutil.ignore_patterns("tb"))
+    assert main(["plot", str(silent), "--metric", "eval/objective_gap", "--root", str(tmp_path)]) == 2
 
 
 def test_sigterm_to_a_sweep_makes_every_running_run_checkpoint_where_it_stands(tmp_path):

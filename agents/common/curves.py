@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import numpy as np
 
 from agents.common.best import BestModel
 from agents.common.runs import RunDir
-from agents.common.sweep import PLAN, SweepPlan
+from agents.common.sweep import PLAN, SweepPlan, slug
 from agents.common.tables import format_table
 from learned_optimizers.common.files import atomic_write
 
@@ -60,6 +59,8 @@ def read_scalar(run: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of ``tag`` in the run's TensorBoard folder, each step once (the last value written)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    if not (run / "tb").is_dir():  # killed before it logged anything
+        raise ValueError(f"--metric {tag!r}: {str(run)!r} has no TensorBoard events (no tb/ folder) yet")
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     tags = acc.Tags().get("scalars", [])
@@ -160,10 +161,6 @@ def plot_curves(path: Path, metric: str, groups: dict[str, Any], title: str) -> 
     return path
 
 
-def metric_slug(metric: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", metric).strip("_") or "metric"
-
-
 def curves_across_runs(paths: list[str], metric: str | None, out_dir: Path, title: str,
                        skip_missing: bool = False) -> dict[str, Any]:
     """Read, aggregate, tabulate and plot ``metric`` across the runs of ``paths``; JSON and PNG into ``out_dir``.
@@ -184,15 +181,15 @@ def curves_across_runs(paths: list[str], metric: str | None, out_dir: Path, titl
     if not curves:
         raise ValueError(f"--metric {metric!r}: no run has logged it yet")
     groups = aggregate(curves)
-    slug = metric_slug(metric)
+    stem = slug(metric)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    png = plot_curves(out_dir / "plots" / f"curves-{slug}.png", metric, groups, title)
+    png = plot_curves(out_dir / "plots" / f"curves-{stem}.png", metric, groups, title)
     table = summary_table(metric, groups)
     if skipped:
         table += f"\nleft out (no {metric} logged yet): {', '.join(skipped)}"
     result = {"metric": metric, "confidence": CONFIDENCE, "bootstrap_samples": BOOTSTRAP_SAMPLES, "groups": groups,
               "skipped": skipped}
-    path = out_dir / f"curves-{slug}.json"
+    path = out_dir / f"curves-{stem}.json"
     text = json.dumps(result, indent=2, default=lambda v: None if isinstance(v, float) and not math.isfinite(v) else v)
     atomic_write(path, lambda f: f.write((text + "\n").encode()))
     return {"metric": metric, "table": table, "json": str(path), "plot": str(png), "groups": groups}

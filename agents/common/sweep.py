@@ -113,10 +113,10 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _slug(text: str) -> str:
-    """A value as part of a directory name: letters, digits, '.', '_' and '-' only."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")
-    return slug or "v"
+def slug(text: str) -> str:
+    """A value (or a metric) as part of a file or directory name: letters, digits, '.', '_' and '-' only."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_.")
+    return cleaned or "v"
 
 
 def make_plan(name: str, config_source: str, seeds: list[int], items: list[str]) -> SweepPlan:
@@ -151,7 +151,7 @@ def make_plan(name: str, config_source: str, seeds: list[int], items: list[str])
     runs = []
     for combo in itertools.product(*grid.values()):
         values = dict(zip(grid, combo))
-        prefix = "_".join(f"{short[k]}-{_slug(v)}" for k, v in values.items())
+        prefix = "_".join(f"{short[k]}-{slug(v)}" for k, v in values.items())
         for seed in seeds:
             run_name = f"{prefix}_seed-{seed}" if prefix else f"seed-{seed}"
             runs.append(PlannedRun(run_name, [*fixed, *(f"{k}={v}" for k, v in values.items()), f"seed={seed}"],
@@ -172,7 +172,7 @@ def _short_names(keys: list[str]) -> dict[str, str]:
             short = ".".join(parts[-k:])
             if sum(other.split(".")[-k:] == parts[-k:] for other in keys) == 1:
                 break
-        out[key] = _slug(short)
+        out[key] = slug(short)
     return out
 
 
