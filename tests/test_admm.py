@@ -10,7 +10,8 @@ import scipy.sparse as sp
 import torch
 
 from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, solve_qps
-from learned_optimizers.qp.problems import QP, QPValidationError, generate, load_qp, save_npz
+from learned_optimizers.common.linalg import SparseBatch
+from learned_optimizers.qp.problems import QP, QPBatch, QPValidationError, generate, load_qp, save_npz
 
 MAROS = Path(__file__).resolve().parent / "data" / "maros_meszaros"
 SETTINGS = OSQPSettings()
@@ -215,3 +216,32 @@ def test_solving_in_chunks_gives_the_one_batch_results():
     assert torch.allclose(single.objective.double(), whole.objective, rtol=1e-3)
     with pytest.raises(ValueError, match="chunk=-1: at least 1"):
         solve_qps(qps, SETTINGS, chunk=-1)
+
+
+def test_sparse_batch_from_scipy_sums_duplicates_sorts_and_pads():
+    """Each matrix enters through its CSR arrays: duplicates summed, columns sorted, rows padded with nothing."""
+    messy = sp.coo_matrix(([1.0, 2.0, 3.0, -4.0], ([1, 0, 1, 1], [2, 1, 0, 2])), shape=(2, 3))  # (1, 2) twice
+    small = sp.csc_matrix(np.array([[5.0, 0.0], [0.0, 6.0]]))
+    batch = SparseBatch.from_scipy([messy, small], rows=3, cols=3, device="cpu", dtype=torch.float64)
+    dense = batch.dense()
+    assert torch.equal(dense[0], torch.tensor([[0.0, 2.0, 0.0], [3.0, 0.0, -3.0], [0.0, 0.0, 0.0]], dtype=torch.float64))
+    assert torch.equal(dense[1], torch.tensor([[5.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64))
+    key = (batch.batch * 3 + batch.row) * 3 + batch.col
+    assert bool((key[1:] > key[:-1]).all())  # the batch's order, which the products and norms rely on
+    x = torch.randn(2, 3, dtype=torch.float64)
+    assert torch.allclose(batch.mv(x), (dense @ x.unsqueeze(2)).squeeze(2))
+
+
+def test_taking_problems_in_order_keeps_the_transpose_without_sorting_again():
+    """A compaction's take() carries the transpose's permutation over; it must equal a fresh build's."""
+    qps = [generate("random", 10, s) for s in range(5)]
+    batch = QPBatch.from_qps(qps).A
+    y = torch.randn(5, batch.rows, dtype=torch.float64)
+    batch.rmv(y)  # builds the transpose
+    keep = torch.tensor([0, 2, 3])
+    taken, fresh = batch.take(keep), QPBatch.from_qps([qps[i] for i in keep.tolist()]).A
+    assert taken.pattern._perm_t is not None  # derived, not sorted
+    assert torch.equal(taken.rmv(y[keep]), fresh.rmv(y[keep]))
+    assert torch.equal(taken.col_norm_inf(), fresh.col_norm_inf()) and torch.equal(taken.dense(), fresh.dense())
+    shuffled = batch.take(torch.tensor([3, 0]))  # out of order: sorted afresh, same matrices
+    assert torch.equal(shuffled.dense(), batch.dense()[[3, 0]])

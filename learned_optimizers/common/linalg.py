@@ -107,6 +107,24 @@ class _Pattern:
         self.index_dtype = torch.int32 if fits else torch.long
         self._csr: tuple[torch.Tensor, torch.Tensor] | None = None
         self._csr_t: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._perm_t: torch.Tensor | None = None
+        self._below_t: torch.Tensor | None = None
+
+    def subset(self, keep: torch.Tensor, batch: torch.Tensor, size: int) -> "_Pattern":
+        """The pattern of the entries ``keep`` (a mask), renumbered to problems ``batch`` in the same order:
+        still sorted, and the transpose's permutation carries over without sorting again."""
+        out = _Pattern(batch, self.row[keep], self.col[keep], size, self.rows, self.cols)
+        if self._csr_t is not None:
+            perm = self._csr_t[2]
+            new_position = torch.cumsum(keep, 0) - 1
+            out._perm_t = new_position[perm[keep[perm]]]
+        return out
+
+    def below_diagonal_t(self) -> torch.Tensor:
+        """Entries below the diagonal, in the transpose's order (what an upper-triangle norm leaves out)."""
+        if self._below_t is None:
+            self._below_t = (self.row > self.col).index_select(0, self.csr_t()[2])
+        return self._below_t
 
     def csr(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._csr is None:
@@ -116,7 +134,8 @@ class _Pattern:
     def csr_t(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(crow, col, permutation) of the transpose: its entries are ours taken in the permutation's order."""
         if self._csr_t is None:
-            perm = torch.argsort(self.flat_col * max(self.rows, 1) + self.row, stable=True)
+            perm = self._perm_t if self._perm_t is not None \
+                else torch.argsort(self.flat_col * max(self.rows, 1) + self.row, stable=True)
             flat_col = self.flat_col[perm]
             self._csr_t = (_crow(flat_col, self.size * self.cols, self.index_dtype),
                            self.flat_row[perm].to(self.index_dtype), perm)
@@ -169,20 +188,24 @@ class SparseBatch(BatchMatrix):
 
     @classmethod
     def from_scipy(cls, mats: list[sp.spmatrix], rows: int, cols: int, device, dtype) -> "SparseBatch":
-        parts = []
-        for m in mats:
-            c = sp.csr_matrix(m)  # rows in order, duplicates summed, columns sorted: the batch's order
-            c.sum_duplicates()
-            c.sort_indices()
-            parts.append(c.tocoo())
-        cat = lambda xs, dt: torch.as_tensor(np.concatenate(xs) if xs else np.zeros(0), dtype=dt, device=device)  # noqa: E731
-        return cls(
-            cat([np.full(p.nnz, b) for b, p in enumerate(parts)], torch.long),
-            cat([p.row for p in parts], torch.long),
-            cat([p.col for p in parts], torch.long),
-            cat([p.data for p in parts], dtype),
-            len(mats), rows, cols,
-        )
+        """The batch of ``mats`` (each at most rows x cols), built from their CSR arrays: one conversion per
+        matrix and no sort (CSR with canonical indices is already in the batch's (row, col) order)."""
+        counts = np.zeros(len(mats) * rows, dtype=np.int64)  # entries per (problem, row)
+        indices, data = [], []
+        for b, m in enumerate(mats):
+            c = m.tocsr()
+            if not c.has_canonical_format:  # duplicates summed, columns sorted
+                c = c.copy()
+                c.sum_duplicates()
+            counts[b * rows: b * rows + c.shape[0]] = np.diff(c.indptr)
+            indices.append(c.indices)
+            data.append(c.data)
+        flat_row = np.repeat(np.arange(len(mats) * rows, dtype=np.int64), counts)
+        batch, row = np.divmod(flat_row, max(rows, 1))
+        cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
+        t = lambda a, dt: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        return cls(t(batch, torch.long), t(row, torch.long), t(cat(indices), torch.long), t(cat(data), dtype),
+                   len(mats), rows, cols)
 
     @classmethod
     def from_dense(cls, data: torch.Tensor) -> "SparseBatch":
@@ -194,6 +217,10 @@ class SparseBatch(BatchMatrix):
         new_id = torch.full((self.size,), -1, dtype=torch.long, device=self.batch.device)
         new_id[idx] = torch.arange(idx.numel(), device=idx.device)
         keep = new_id[self.batch] >= 0
+        if idx.numel() < 2 or bool((idx[1:] > idx[:-1]).all()):  # order kept (a compaction): no sorting
+            pattern = self.pattern.subset(keep, new_id[self.batch[keep]], idx.numel())
+            return SparseBatch(pattern.batch, pattern.row, pattern.col, self.values[keep], idx.numel(), self.rows,
+                               self.cols, pattern=pattern)
         return SparseBatch(new_id[self.batch[keep]], self.row[keep], self.col[keep], self.values[keep],
                            idx.numel(), self.rows, self.cols)
 
@@ -227,11 +254,11 @@ class SparseBatch(BatchMatrix):
         return (self._csr_t @ y.reshape(-1)).view(self.size, self.cols)
 
     def col_norm_inf(self, upper_only: bool = False) -> torch.Tensor:
-        values = self.values.abs()
-        if upper_only:
-            values = torch.where(self.row <= self.col, values, torch.zeros_like(values))
         crow, _, perm = self.pattern.csr_t()
-        return _segment_max(values[perm], crow).view(self.size, self.cols)
+        values = self.values.index_select(0, perm).abs_()
+        if upper_only:
+            values.masked_fill_(self.pattern.below_diagonal_t(), 0.0)
+        return _segment_max(values, crow).view(self.size, self.cols)
 
     def row_norm_inf(self) -> torch.Tensor:
         return _segment_max(self.values.abs(), self.pattern.csr()[0]).view(self.size, self.rows)

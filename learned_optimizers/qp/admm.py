@@ -186,8 +186,9 @@ class OSQPBatch:
         n_real = self.var_mask.sum(dim=1).clamp(min=1).to(q.dtype)
         # OSQP stores the upper triangle of P and takes its column norms without
         # mirroring (csc_col_norm_inf in OSQP 1.x): do the same to get its scaling.
+        P_cols = P.col_norm_inf(upper_only=True) if self.settings.scaling else None
         for _ in range(self.settings.scaling):
-            d = torch.maximum(P.col_norm_inf(upper_only=True), A.col_norm_inf())
+            d = torch.maximum(P_cols, A.col_norm_inf())
             e = A.row_norm_inf()
             d = 1.0 / torch.sqrt(limit_scaling(d))
             e = 1.0 / torch.sqrt(limit_scaling(e))
@@ -196,10 +197,14 @@ class OSQPBatch:
             q = q * d
             D, E = D * d, E * e
             # cost normalization: mean column norm of P (real columns only) against ||q||
-            mean_col = (P.col_norm_inf(upper_only=True) * self.var_mask).sum(dim=1) / n_real
+            P_cols = P.col_norm_inf(upper_only=True)
+            mean_col = (P_cols * self.var_mask).sum(dim=1) / n_real
             cost = limit_scaling(torch.maximum(mean_col, limit_scaling(norm_inf(q))))
             ct = 1.0 / cost
             P = P.scaled(None, None, ct)
+            # the next pass's column norms without another pass over P: |v ct| = |v| ct and the max commutes
+            # with a positive factor, exactly in floating point (rounding is symmetric and monotone)
+            P_cols = P_cols * ct.unsqueeze(1)
             q = q * ct.unsqueeze(1)
             c = c * ct
         self.P, self.A, self.q = P, A, q
