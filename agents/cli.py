@@ -317,6 +317,9 @@ def build_parser(with_benches: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from agents.common.tables import set_table_format
+    from learned_optimizers.common.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the batched solvers' temporaries then reuse memory instead of page-faulting it in
 
     words = sys.argv[1:] if argv is None else argv
     parser = build_parser(with_benches="bench" in words)

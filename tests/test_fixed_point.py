@@ -10,6 +10,7 @@ from gymnasium.utils.env_checker import check_env
 
 import envs  # noqa: F401  (registers the ids)
 from envs.fixed_point import DIVERGED_PENALTY, FixedPointVectorEnv
+from learned_optimizers.common.features import compress
 from learned_optimizers.common.settings import SettingsError
 from learned_optimizers.families import make_map
 from learned_optimizers.fixed_point import core as fp
@@ -216,3 +217,19 @@ def test_replace_keeps_map_parameters():
     b = make_map("deq", **{**settings.__dict__})
     for p, q in zip(a.parameters_on(torch.zeros(1)), b.parameters_on(torch.zeros(1))):
         torch.testing.assert_close(p, q)
+
+
+def test_compressed_features_follow_asinh():
+    """The observations' compression equals torch.asinh to the precision it runs in, relatively, over 60
+    decades either side of 0 (no overflow), and is differentiable."""
+    v = torch.logspace(-30, 30, 601, dtype=torch.float64)
+    v = torch.cat([v, -v, torch.zeros(1, dtype=torch.float64)])
+    exact = torch.asinh(v)
+    for dtype, rtol in ((torch.float32, 1e-6), (torch.float64, 1e-14)):
+        got = compress(v, dtype)
+        assert got.dtype == dtype and torch.isfinite(got).all()
+        assert ((got.double() - exact).abs() <= rtol * exact.abs()).all(), dtype
+    assert compress(v.float()).dtype == torch.float32  # the input's precision unless told
+    x = torch.tensor([-3.0, 0.5, 2.0], requires_grad=True)
+    compress(x).sum().backward()
+    assert torch.allclose(x.grad, 1 / torch.sqrt(1 + x.detach() ** 2), atol=1e-6)

@@ -24,6 +24,7 @@ from enum import IntEnum
 
 import torch
 
+from learned_optimizers.common.features import compress
 from learned_optimizers.common.fixed_point_map import FixedPointMap, FixedPointTaskSettings
 from learned_optimizers.common.iteration import Policy, iterate
 from learned_optimizers.common.traces import first_hit
@@ -116,10 +117,6 @@ def advance(fp_map: FixedPointMap, x: torch.Tensor, state: FixedPointState, acti
     return FixedPointState(y, fy, state.history.push(y, fy), state.reference, state.evaluations + 1)
 
 
-def _compress(v: torch.Tensor) -> torch.Tensor:
-    return torch.asinh(v)
-
-
 def observe(state: FixedPointState, settings: FixedPointTaskSettings) -> torch.Tensor:
     """Scale-free features of the last M iterates and residuals, flat (B, observation_dim).
 
@@ -134,16 +131,20 @@ def observe(state: FixedPointState, settings: FixedPointTaskSettings) -> torch.T
     g_norms = G.norm(dim=2)
     log_norms = torch.log10(g_norms.clamp(min=1e-30) / r_norm.unsqueeze(1)) * valid / _LOG_SCALE
     if settings.mode == "neural_fp":
-        scale = r_norm.view(-1, 1, 1)
-        residuals = _compress(G / scale) * valid.unsqueeze(2)
-        moves = _compress((h.X - state.y.unsqueeze(1)) / scale) * valid.unsqueeze(2)
-        features = [residuals.flatten(1), moves.flatten(1), log_norms, progress]
+        # residuals and moves as one (B, 2, M, d) block: one division, one compression, in the order
+        # [residuals, moves] that flattening gives
+        # (differences in the iterate's precision, then float32: near convergence F and X agree to many digits)
+        vectors = torch.stack([G.float(), (h.X - state.y.unsqueeze(1)).float()], dim=1) \
+            / r_norm.float().clamp(min=torch.finfo(torch.float32).tiny).view(-1, 1, 1, 1)
+        block = compress(vectors, torch.float32) * valid.float().view(-1, 1, valid.shape[1], 1)
+        features = [block.flatten(1), log_norms, progress]
     else:
         unit = G / g_norms.clamp(min=torch.finfo(G.dtype).tiny).unsqueeze(2)
         cosines = (unit @ unit.transpose(1, 2)) * valid.unsqueeze(1) * valid.unsqueeze(2)
         alpha, _ = anderson_coefficients(h, settings.regularization)
-        features = [cosines.flatten(1), _compress(alpha), log_norms, valid, progress]
-    out = torch.cat(features, dim=1)
+        features = [cosines.flatten(1), compress(alpha, torch.float32), log_norms, valid, progress]
+    # float32, the networks' precision (features computed in float64 were cast there anyway)
+    out = torch.cat([f.float() for f in features], dim=1)
     return torch.nan_to_num(out, nan=0.0, posinf=_LOG_SCALE, neginf=-_LOG_SCALE)
 
 

@@ -46,6 +46,7 @@ from enum import IntEnum
 
 import torch
 
+from learned_optimizers.common.features import compress
 from learned_optimizers.common.iteration import Policy, iterate
 from learned_optimizers.l2o.classical import (
     TUNING_SEED,
@@ -184,12 +185,12 @@ def observe(state: L2OState, settings: L2OTaskSettings) -> torch.Tensor:
     """(B, p, 3H + 3) scale-free features of every coordinate (see the module docstring)."""
     B, p, H = state.grads.shape
     rms = state.adam.rms().clamp(min=torch.finfo(state.grad.dtype).tiny).unsqueeze(2)
-    grads = torch.asinh(state.grads / rms)
+    grads = compress(state.grads / rms)
     changes = _signed_log(state.changes).unsqueeze(1).expand(B, p, H)
     progress = torch.log10((state.value.detach() / state.initial_value).abs().clamp(1e-12, 1e12)) / _LOG_SCALE
     fraction = (state.steps.to(grads.dtype) / settings.horizon).clamp(max=1.0)
     tail = torch.stack([progress, fraction], 1).unsqueeze(1).expand(B, p, 2)
-    out = torch.cat([torch.asinh(state.adam.direction()).unsqueeze(2), grads, torch.asinh(state.moves), changes, tail], 2)
+    out = torch.cat([compress(state.adam.direction()).unsqueeze(2), grads, compress(state.moves), changes, tail], 2)
     return torch.nan_to_num(out, nan=0.0, posinf=_LOG_SCALE, neginf=-_LOG_SCALE).clamp(-FEATURE_BOUND, FEATURE_BOUND)
 
 
