@@ -32,6 +32,13 @@ def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_proble
             assert r["median_iterations"] == r["peer_median_iterations"] and r["peer_solved"] == r["peer_timed"]
         else:
             assert r["median_iterations"] < r["peer_median_iterations"]
+    # fixed point: the shipped NeuralFP against Anderson, both batched, every context solved to 1e-4
+    fp_rows = [r for r in record["rows"] if r["domain"] == "fixed_point"]
+    assert [r["batch"] for r in fp_rows] == [1, 3] and all(r["extra"]["batched_peer"] for r in fp_rows)
+    for r in fp_rows:
+        assert r["solved"] == r["peer_solved"] == r["peer_timed"] == r["batch"]
+        assert r["median_iterations"] < r["peer_median_iterations"]  # the learned steps it buys seconds with
+    assert "peers batched like ours, on the same device: Anderson M=5 0.0001" in out
     # two problem sets x two batch sizes x (core, core in float32, RLQP)
     assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 3}
     assert sum(r["solver"].startswith("core f32") for r in rows) == 4
@@ -63,7 +70,7 @@ def test_bad_speed_settings_name_the_flag(kwargs, message):
 
 def test_an_unknown_domain_is_named_and_nothing_is_written(tmp_path, capsys):
     assert main(["bench", "speed", "--domains", "control", "--root", str(tmp_path), "--batch-sizes", "1"]) != 0
-    assert "--domains control: no speed rows there; allowed: qp, ot" in capsys.readouterr().err
+    assert "--domains control: no speed rows there; allowed: qp, fixed-point, ot" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

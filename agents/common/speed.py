@@ -106,9 +106,12 @@ def speed_table(rows: list[SpeedRow], fmt: str | None = None) -> str:
                      f"{r.batch / r.peer_seconds:.1f}{scaled}", f"{r.speedup:.2f}x",
                      f"{r.median_iterations:g} ({r.peer_median_iterations:g})",
                      f"{100 * r.solved / r.batch:.0f}% ({100 * r.peer_solved / r.peer_timed:.0f}%)"])
-    peers = ", ".join(dict.fromkeys(r.peer for r in rows))
+    looped = ", ".join(dict.fromkeys(r.peer for r in rows if not r.extra.get("batched_peer")))
+    batched = ", ".join(dict.fromkeys(r.peer for r in rows if r.extra.get("batched_peer")))
     timed = sorted({r.peer_timed for r in rows if r.peer_timed < r.batch})
-    notes = [f"peers, looped one problem at a time, at each row's eps: {peers}"]
+    notes = [f"peers, looped one problem at a time, at each row's eps: {looped}"] if looped else []
+    if batched:
+        notes.append(f"peers batched like ours, on the same device: {batched}")
     if timed:
         notes.append(f"* the peer timed on the first {', '.join(map(str, timed))} problems of the batch, scaled to it")
     return format_table(headers, body, fmt) + "\n" + "\n".join(notes)
@@ -116,7 +119,7 @@ def speed_table(rows: list[SpeedRow], fmt: str | None = None) -> str:
 
 def machine_line(device: str) -> str:
     """What the figures were measured on: the device, torch's threads and the CPU count."""
-    return (f"device {device}, torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}; peers single-threaded; "
+    return (f"device {device}, torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}; looped peers single-threaded; "
             "seconds: median of repeats, set-up and any model's forward pass included")
 
 

@@ -10,6 +10,7 @@ from agents.common.tables import format_table
 from agents.fixed_point.agent import evaluate_fixed_point
 from agents.fixed_point.bench import bench_fixed_point
 from agents.fixed_point.kinds import RUNS
+from agents.fixed_point.speed import fixed_point_speed_rows
 from learned_optimizers.families import FIXED_POINT_FAMILIES
 
 HELDOUT_SEED = 1_000_003
@@ -44,6 +45,7 @@ DOMAIN = Domain(
     eval_table=eval_table,
     no_gap="`amortize gap` compares a model's one pass with solving f(y; x) from scratch; a fixed-point accelerator is "
            "itself a solver: use `amortize bench fixed-point --checkpoint RUN` for its comparison with AA",
+    speed=fixed_point_speed_rows,
     benches=(BenchCommand("fixed-point", "plain iteration and Anderson against trained fixed-point agents", _arguments, _bench,
                           default_seed=HELDOUT_SEED),),
 )

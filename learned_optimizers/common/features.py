@@ -14,4 +14,7 @@ def compress(v: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     history. Differentiable."""
     v = v.to(dtype) if dtype is not None else v
     a = v.abs()
-    return torch.copysign(torch.log1p(a + a * (a / (1.0 + torch.hypot(a, a.new_ones(()))))), v)
+    if torch.is_grad_enabled() and v.requires_grad:
+        return torch.copysign(torch.log1p(a + a * (a / (1.0 + torch.hypot(a, a.new_ones(()))))), v)
+    out = torch.hypot(a, a.new_ones(())).add_(1.0)  # the same operations in place: two arrays instead of seven
+    return torch.div(a, out, out=out).mul_(a).add_(a).log1p_().copysign_(v)

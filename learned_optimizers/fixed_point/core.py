@@ -136,7 +136,9 @@ def observe(state: FixedPointState, settings: FixedPointTaskSettings) -> torch.T
         # (differences in the iterate's precision, then float32: near convergence F and X agree to many digits)
         vectors = torch.stack([G.float(), (h.X - state.y.unsqueeze(1)).float()], dim=1) \
             / r_norm.float().clamp(min=torch.finfo(torch.float32).tiny).view(-1, 1, 1, 1)
-        block = compress(vectors, torch.float32) * valid.float().view(-1, 1, valid.shape[1], 1)
+        block = compress(vectors, torch.float32)
+        if not bool((h.count >= h.memory).all()):  # empty slots (the first M - 1 steps) read zero
+            block = block * valid.float().view(-1, 1, valid.shape[1], 1)
         features = [block.flatten(1), log_norms, progress]
     else:
         unit = G / g_norms.clamp(min=torch.finfo(G.dtype).tiny).unsqueeze(2)
@@ -189,13 +191,18 @@ def rollout(fp_map: FixedPointMap, x: torch.Tensor, settings: FixedPointTaskSett
 
 
 def solve(fp_map: FixedPointMap, x: torch.Tensor, settings: FixedPointTaskSettings, steps: int,
-          policy: Policy | None = None, y0: torch.Tensor | None = None, safeguard: float | None = None) -> FixedPointTrace:
+          policy: Policy | None = None, y0: torch.Tensor | None = None, safeguard: float | None = None,
+          stop_at: float | None = None) -> FixedPointTrace:
     """Run ``steps`` steps of the method that ``policy`` defines (the classical one when ``None``).
 
     ``safeguard``: where a policy's step leaves a residual above ``safeguard``
     times the current one, the step is replaced by the classical step from the
     same state (one more map evaluation, counted), as SCS guards its AA.
+    ``stop_at``: stop early once every instance's residual ratio is at most this (a batch solved to a
+    tolerance, checked after each step); the trace then ends there.
     """
+    if stop_at is not None and not stop_at > 0:
+        raise ValueError(f"stop_at={stop_at}: a residual ratio > 0")
     method = FixedPointIteration(fp_map, settings)
     state = method.start(x, y0)
     ratios, spent = [state.ratio], [torch.zeros_like(state.evaluations)]
@@ -213,6 +220,8 @@ def solve(fp_map: FixedPointMap, x: torch.Tensor, settings: FixedPointTaskSettin
         state = nxt
         ratios.append(state.ratio)
         spent.append(state.evaluations + extra)
+        if stop_at is not None and bool((ratios[-1] <= stop_at).all()):
+            break
     return FixedPointTrace(torch.stack(ratios, 1), torch.stack(spent, 1), state.y, fired)
 
 

@@ -24,6 +24,10 @@ from learned_optimizers.families import make_map
 from learned_optimizers.fixed_point import core as fp
 
 
+#: accelerators shipped with the package, ``neural_fp_<family>.pt``
+SHIPPED = Path(__file__).parent / "models"
+
+
 def _zero_last(net: nn.Sequential) -> nn.Sequential:
     last = net[-1]
     nn.init.zeros_(last.weight)
@@ -60,8 +64,11 @@ class FixedPointAccelerator(nn.Module):
         return fp.rollout(self.map, x, self.task, steps, self.act, self.initial_iterate(x))
 
     @torch.no_grad()
-    def solve(self, x: torch.Tensor, steps: int, safeguard: float | None = None) -> fp.FixedPointTrace:
-        return fp.solve(self.map, x, self.task, steps, policy=self.act, y0=self.initial_iterate(x), safeguard=safeguard)
+    def solve(self, x: torch.Tensor, steps: int, safeguard: float | None = None,
+              stop_at: float | None = None) -> fp.FixedPointTrace:
+        """At most ``steps`` steps from the learned start (``fp.solve`` says what ``safeguard`` and ``stop_at`` do)."""
+        return fp.solve(self.map, x, self.task, steps, policy=self.act, y0=self.initial_iterate(x), safeguard=safeguard,
+                        stop_at=stop_at)
 
     # ------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
@@ -77,6 +84,14 @@ class FixedPointAccelerator(nn.Module):
             blob["family"], blob["map_settings"], tuple(blob["hidden_sizes"]), blob["activation"], blob["learn_init"]),
             blob["state_dict"])
         return model.to(device)
+
+    @classmethod
+    def shipped(cls, family: str = "deq", device: torch.device | str = "cpu") -> "FixedPointAccelerator":
+        """The accelerator shipped for ``family`` (``deq``: NeuralFP trained by ``configs/fp_deq_neuralfp.yaml``)."""
+        available = sorted(p.stem.removeprefix("neural_fp_") for p in SHIPPED.glob("neural_fp_*.pt"))
+        if family not in available:
+            raise ValueError(f"no shipped fixed-point accelerator {family!r}; shipped: {', '.join(available) or 'none'}")
+        return cls.load(SHIPPED / f"neural_fp_{family}.pt", device)
 
     @classmethod
     def for_settings(cls, fp_map: FixedPointMap, **kwargs: Any) -> "FixedPointAccelerator":
