@@ -21,6 +21,7 @@ from agents.common.benchmarks import load_trained_agents, problem_identity, requ
 from agents.common.plots import plot_residual_curves
 from agents.common.tables import format_table, share_of
 from agents.common.runs import DEFAULT_ROOT, RunDir
+from agents.common.speed import interleaved_medians
 from agents.fixed_point.agent import TOLERANCES, LearnedAccelerator, heldout_fixed_point_contexts, trace_metrics
 from agents.fixed_point.bench_scs import scs_benchmark
 from agents.fixed_point.kinds import RUNS
@@ -89,10 +90,11 @@ def bench_fixed_point(
     plain, aa = (dataclasses.replace(base_map.settings, mode=mode) for mode in ("neural_fp", "hyper_aa"))
 
     aa_label = f"anderson (M={aa.memory})"
-    seconds = {"plain iteration": _timed(lambda: fp.solve(base_map, x, plain, K), dev),
-               aa_label: _timed(lambda: fp.solve(base_map, x, aa, K), dev)}
+    solvers = {"plain iteration": lambda: fp.solve(base_map, x, plain, K), aa_label: lambda: fp.solve(base_map, x, aa, K)}
     for label, acc, fp_map in runs:
-        seconds[label] = _timed(lambda: acc.solve(fp_map, x, K, safeguard=safeguard), dev)
+        solvers[label] = lambda acc=acc, fp_map=fp_map: acc.solve(fp_map, x, K, safeguard=safeguard)
+    # warmed up, then the median of 3 interleaved repeats (a first call pays one-off costs)
+    seconds = {label: secs for label, (secs, _) in interleaved_medians(solvers, str(dev), repeats=3).items()}
     # the 2K-step curves (the generalization columns) are run once more, untimed
     full = {"plain iteration": fp.solve(base_map, x, plain, steps), aa_label: fp.solve(base_map, x, aa, steps)}
     for label, acc, fp_map in runs:

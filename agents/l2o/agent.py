@@ -54,11 +54,13 @@ class LearnedOptimizer:
 
     policy: l2o.Policy
     learning_rate: float
+    #: the features' dtype: float32, what the trained networks (ours and SB3's) compute in
+    feature_dtype: torch.dtype = torch.float32
 
     @torch.no_grad()
     def solve(self, tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, steps: int,
               learning_rate: float | None = None) -> OptimizerTrace:
-        return l2o.solve(tasks, x, phi0, steps, self.policy, learning_rate or self.learning_rate)
+        return l2o.solve(tasks, x, phi0, steps, self.policy, learning_rate or self.learning_rate, self.feature_dtype)
 
 
 def heldout_tasks(tasks: TrainingTaskFamily, seed: int, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,7 +50,8 @@ class CoordinatewiseUpdate(nn.Module):
     @torch.no_grad()
     def solve(self, x: torch.Tensor, phi0: torch.Tensor, steps: int, tasks: TrainingTaskFamily | None = None) -> OptimizerTrace:
         """Optimize every task of ``x`` from ``phi0``; ``tasks`` (default: the trained family) may be larger or another family."""
-        return l2o.solve(tasks or self.tasks, x, phi0, steps, self.act, self.learning_rate)
+        return l2o.solve(tasks or self.tasks, x, phi0, steps, self.act, self.learning_rate,
+                         feature_dtype=self.net[0].weight.dtype)
 
     def save(self, path: str | Path) -> None:
         save_model_file({"family": self.family, "task_settings": self.task_settings, "hidden_sizes": self.hidden_sizes,

@@ -181,16 +181,19 @@ def _signed_log(v: torch.Tensor) -> torch.Tensor:
     return torch.sign(v) * (torch.log10(v.abs().clamp(1e-8, 1e2)) + 8.0) / _LOG_SCALE
 
 
-def observe(state: L2OState, settings: L2OTaskSettings) -> torch.Tensor:
-    """(B, p, 3H + 3) scale-free features of every coordinate (see the module docstring)."""
+def observe(state: L2OState, settings: L2OTaskSettings, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(B, p, 3H + 3) scale-free features of every coordinate (see the module docstring), in ``dtype``
+    (default: the state's). A float32 network reads them in float32: computing them so halves a learned
+    step's feature cost against float64 tasks (measured on 512 logistic regressions)."""
     B, p, H = state.grads.shape
     rms = state.adam.rms().clamp(min=torch.finfo(state.grad.dtype).tiny).unsqueeze(2)
-    grads = compress(state.grads / rms)
-    changes = _signed_log(state.changes).unsqueeze(1).expand(B, p, H)
+    grads = compress(state.grads / rms, dtype)
+    changes = _signed_log(state.changes).to(grads.dtype).unsqueeze(1).expand(B, p, H)
     progress = torch.log10((state.value.detach() / state.initial_value).abs().clamp(1e-12, 1e12)) / _LOG_SCALE
-    fraction = (state.steps.to(grads.dtype) / settings.horizon).clamp(max=1.0)
-    tail = torch.stack([progress, fraction], 1).unsqueeze(1).expand(B, p, 2)
-    out = torch.cat([compress(state.adam.direction()).unsqueeze(2), grads, compress(state.moves), changes, tail], 2)
+    fraction = (state.steps.to(progress.dtype) / settings.horizon).clamp(max=1.0)
+    tail = torch.stack([progress, fraction], 1).to(grads.dtype).unsqueeze(1).expand(B, p, 2)
+    out = torch.cat([compress(state.adam.direction(), dtype).unsqueeze(2), grads, compress(state.moves, dtype), changes,
+                     tail], 2)
     return torch.nan_to_num(out, nan=0.0, posinf=_LOG_SCALE, neginf=-_LOG_SCALE).clamp(-FEATURE_BOUND, FEATURE_BOUND)
 
 
@@ -203,6 +206,8 @@ class L2OIteration:
     lr: float
     keep_graph: bool = False
     second_order: bool = False
+    #: the observation's dtype (None: the state's): a policy's own precision
+    feature_dtype: torch.dtype | None = None
 
     def start(self, x: torch.Tensor, initial: torch.Tensor | None = None) -> L2OState:
         if initial is None:
@@ -214,7 +219,7 @@ class L2OIteration:
         return advance(self.tasks, x, state, action, self.lr, self.keep_graph)
 
     def observe(self, state: L2OState) -> torch.Tensor:
-        return observe(state, self.tasks.settings)
+        return observe(state, self.tasks.settings, self.feature_dtype)
 
 
 def unroll(tasks: TrainingTaskFamily, x: torch.Tensor, state: L2OState, steps: int, policy: Policy,
@@ -243,10 +248,11 @@ def rollout(tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, step
 
 @torch.no_grad()
 def solve(tasks: TrainingTaskFamily, x: torch.Tensor, phi0: torch.Tensor, steps: int, policy: Policy | None = None,
-          lr: float | None = None) -> OptimizerTrace:
-    """Run the method ``policy`` defines (Adam when ``None``) for ``steps`` steps; diverged tasks read NaN from then on."""
+          lr: float | None = None, feature_dtype: torch.dtype | None = None) -> OptimizerTrace:
+    """Run the method ``policy`` defines (Adam when ``None``) for ``steps`` steps; diverged tasks read NaN from then on.
+    ``feature_dtype``: what the policy reads its features in (default: the tasks' dtype)."""
     lr = base_learning_rate(tasks) if lr is None else lr
-    states = iterate(L2OIteration(tasks, lr), x, steps, policy, phi0)
+    states = iterate(L2OIteration(tasks, lr, feature_dtype=feature_dtype), x, steps, policy, phi0)
     state = next(states)
     values, dead = [state.value], state.diverged(tasks.settings)
     for state in states:
