@@ -82,3 +82,14 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
 def save_model_file(blob: dict[str, Any], path: str | Path) -> None:
     """``torch.save`` of tensors and plain values, written atomically."""
     atomic_write(path, lambda f: torch.save(blob, f))
+
+
+def shipped_model_path(folder: Path, prefix: str, name: str, what: str,
+                       error: type[Exception] = ValueError) -> Path:
+    """``folder/<prefix><name>.pt``, a model shipped with the package; an unknown ``name`` raises ``error``
+    naming the shipped ones (``what``: e.g. "Meta OT model")."""
+    path = folder / f"{prefix}{name}.pt"
+    if not path.is_file():
+        names = sorted(p.stem.removeprefix(prefix) for p in folder.glob(f"{prefix}*.pt"))
+        raise error(f"no shipped {what} {name!r}; shipped: {', '.join(names) or 'none'}")
+    return path

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file
+from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file, shipped_model_path
 from learned_optimizers.common.fixed_point_map import FixedPointMap
 from learned_optimizers.common.networks import mlp
 from learned_optimizers.families import make_map
@@ -88,10 +88,7 @@ class FixedPointAccelerator(nn.Module):
     @classmethod
     def shipped(cls, family: str = "deq", device: torch.device | str = "cpu") -> "FixedPointAccelerator":
         """The accelerator shipped for ``family`` (``deq``: NeuralFP trained by ``configs/fp_deq_neuralfp.yaml``)."""
-        available = sorted(p.stem.removeprefix("neural_fp_") for p in SHIPPED.glob("neural_fp_*.pt"))
-        if family not in available:
-            raise ValueError(f"no shipped fixed-point accelerator {family!r}; shipped: {', '.join(available) or 'none'}")
-        return cls.load(SHIPPED / f"neural_fp_{family}.pt", device)
+        return cls.load(shipped_model_path(SHIPPED, "neural_fp_", family, "fixed-point accelerator"), device)
 
     @classmethod
     def for_settings(cls, fp_map: FixedPointMap, **kwargs: Any) -> "FixedPointAccelerator":

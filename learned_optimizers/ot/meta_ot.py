@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from learned_optimizers.common.files import read_model_file, rebuild_model
+from learned_optimizers.common.files import read_model_file, rebuild_model, shipped_model_path
 from learned_optimizers.common.networks import mlp
 from learned_optimizers.ot import sinkhorn as sk
 from learned_optimizers.ot.measures import MeasureError, check_measures
@@ -66,10 +66,7 @@ class MetaOT:
     @classmethod
     def shipped(cls, name: str = "digits", device: torch.device | str = "cpu") -> "MetaOT":
         """The model shipped for ``name`` (``digits``)."""
-        available = sorted(p.stem.removeprefix("meta_ot_") for p in SHIPPED.glob("meta_ot_*.pt"))
-        if name not in available:
-            raise ValueError(f"no shipped Meta OT model {name!r}; shipped: {', '.join(available) or 'none'}")
-        return cls.load(SHIPPED / f"meta_ot_{name}.pt", device)
+        return cls.load(shipped_model_path(SHIPPED, "meta_ot_", name, "Meta OT model"), device)
 
     # ------------------------------------------------------------ the family
     @property

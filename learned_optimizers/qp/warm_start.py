@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from learned_optimizers.common.files import read_model_file, save_model_file
+from learned_optimizers.common.files import read_model_file, save_model_file, shipped_model_path
 from learned_optimizers.common.networks import mlp
 from learned_optimizers.qp.parametric import ParametricQPFamily, ParametricQPSettings, make_family
 
@@ -82,11 +82,7 @@ class WarmStarter:
 
     @classmethod
     def shipped(cls, family: str) -> "WarmStarter":
-        path = SHIPPED / f"warm_start_{family}.pt"
-        if not path.is_file():
-            names = sorted(p.stem.removeprefix("warm_start_") for p in SHIPPED.glob("warm_start_*.pt"))
-            raise FileNotFoundError(f"no shipped warm starter for family {family!r}; shipped: {', '.join(names) or 'none'}")
-        return cls.load(path)
+        return cls.load(shipped_model_path(SHIPPED, "warm_start_", family, "warm starter for family", FileNotFoundError))
 
     # ------------------------------------------------------------ prediction
     def predict(self, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
