@@ -1,5 +1,6 @@
 """The qp domain's runs: RLQP, a learned rho for OSQP's ADMM, trained by a per-constraint TD3; and warm starts
-for the real osqp on a parametric QP family, learned by regression onto its solutions."""
+for the real osqp on a parametric QP family, learned by regression onto its solutions or through k unrolled
+ADMM steps."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from learned_optimizers.families import PROBLEM_FAMILIES
 
 #: agent kind -> (its problem family, its env)
 HOMES = {"rlqp_td3": ("qp", ("amortize/QP-RLQP-v0", "amortize/QP-RLQP-Scalar-v0")),
-         "warm_start_regression": ("qp_warm_start", ("amortize/QP-WarmStart-v0",))}
+         "warm_start_regression": ("qp_warm_start", ("amortize/QP-WarmStart-v0",)),
+         "warm_start_objective": ("qp_warm_start", ("amortize/QP-WarmStart-v0",))}
 
 
 def make_agent(config: RunConfig, run: RunDir) -> Agent:
@@ -24,7 +26,7 @@ def make_agent(config: RunConfig, run: RunDir) -> Agent:
     if config.problem_family != family or config.env not in envs:
         raise ConfigError(f"agent.kind={kind!r} trains on problem.family={family!r} with env={' or '.join(envs)}; "
                           f"got problem.family={config.problem_family!r}, env={config.env!r}")
-    return WarmStartRegression(config, run) if kind == "warm_start_regression" else RLQPAgent(config, run)
+    return WarmStartRegression(config, run) if kind.startswith("warm_start_") else RLQPAgent(config, run)
 
 
 RUNS = DomainRuns(
@@ -33,6 +35,8 @@ RUNS = DomainRuns(
     env_ids=("amortize/QP-RLQP-v0", "amortize/QP-RLQP-Scalar-v0", "amortize/QP-WarmStart-v0"),
     agent_kinds={"rlqp_td3": (RLQPAgentSettings, "RLQP: batched TD3 with a shared per-constraint actor (rho per row)"),
                  "warm_start_regression": (WarmStartAgentSettings, "a warm start (x, y) for the real osqp, regressed "
-                                           "onto its solutions of a parametric QP family")},
+                                           "onto its solutions of a parametric QP family"),
+                 "warm_start_objective": (WarmStartAgentSettings, "a warm start for the real osqp, regressed, then "
+                                          "trained on the residual of k ADMM steps unrolled from it")},
     make_agent=make_agent,
 )

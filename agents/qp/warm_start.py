@@ -1,4 +1,7 @@
-"""Warm starts for the real osqp, learned by regression onto its own solutions (``agent.kind: warm_start_regression``).
+"""Warm starts for the real osqp, learned by regression onto its own solutions (``agent.kind: warm_start_regression``)
+or, after a regression phase, through the solver (``warm_start_objective``): the log of osqp's residuals after
+``agent.unroll_steps`` ADMM steps from the prediction, differentiated through the unrolled iteration
+(``learned_optimizers.qp.unrolled``), needs no label and weighs each context by how far osqp still is.
 
 Training contexts are labelled once by the real osqp at ``agent.label_eps`` (set up once, then ``update``), kept
 in the run (``labels.pt``) so a resume does not label again; an MLP then regresses the standardized (x*, y*)
@@ -25,6 +28,7 @@ from agents.common.seeding import seed_everything
 from learned_optimizers.common.files import read_model_file, save_model_file
 from learned_optimizers.common.settings import setting
 from learned_optimizers.qp.parametric import solve_family
+from learned_optimizers.qp.unrolled import UnrolledADMM
 from learned_optimizers.qp.warm_start import WarmStarter, WarmStartNet
 
 LABELS = "labels.pt"
@@ -33,7 +37,7 @@ HELDOUT_CONTEXTS = 64
 
 @dataclass
 class WarmStartAgentSettings:
-    kind: str = setting("warm_start_regression", choices=("warm_start_regression",))
+    kind: str = setting("warm_start_regression", choices=("warm_start_regression", "warm_start_objective"))
     hidden_sizes: tuple[int, ...] = setting((256, 256), ge=1, le=65_536)
     learning_rate: float = setting(1e-3, gt=0.0)
     batch_size: int = setting(256, ge=1, le=1_048_576)
@@ -42,10 +46,16 @@ class WarmStartAgentSettings:
     final_learning_rate: float = setting(0.01, gt=0.0, le=1.0,
                                          doc="the learning rate at the last step, as a fraction of learning_rate "
                                              "(cosine decay; 1 keeps it constant)")
+    unroll_steps: int = setting(10, ge=1, le=1000, doc="warm_start_objective: ADMM steps unrolled from the prediction")
+    rho: float = setting(0.1, gt=0.0, doc="warm_start_objective: the unrolled iteration's step size (osqp's default)")
+    pretrain_fraction: float = setting(0.5, ge=0.0, lt=1.0,
+                                       doc="warm_start_objective: the share of the steps that regress onto the labels "
+                                           "before the unrolled objective takes over")
 
 
 class WarmStartRegression(Agent):
-    """L_reg onto osqp's (x*, y*) for a parametric QP family (``problem.family: qp_warm_start``)."""
+    """L_reg onto osqp's (x*, y*) for a parametric QP family (``problem.family: qp_warm_start``), then, for
+    ``warm_start_objective``, the unrolled-ADMM residual."""
 
     model_file = "warm_start.pt"
 
@@ -74,6 +84,8 @@ class WarmStartRegression(Agent):
         family = self.problem.qp_family
         labels = self._labels()
         c, out = labels["contexts"], torch.cat([labels["x"], labels["y"]], dim=1)
+        unrolled = UnrolledADMM(family, a.rho) if a.kind == "warm_start_objective" else None
+        switch = int(a.pretrain_fraction * cfg.train.total_steps) if unrolled is not None else cfg.train.total_steps
         stats = {"context_mean": c.mean(0), "context_std": c.std(0) + 1e-8,
                  "out_mean": out.mean(0), "out_std": out.std(0) + 1e-6}
         c_n = ((c - stats["context_mean"]) / stats["context_std"]).float()
@@ -106,9 +118,14 @@ class WarmStartRegression(Agent):
                 for group in optimizer.param_groups:
                     group["lr"] = a.learning_rate * fraction
                 idx = torch.randint(0, c_n.shape[0], (a.batch_size,), generator=gen)
-                loss = torch.nn.functional.mse_loss(net(c_n[idx]), out_n[idx])
+                if step < switch:
+                    loss_name, loss = "regression_loss", torch.nn.functional.mse_loss(net(c_n[idx]), out_n[idx])
+                else:  # through the solver: osqp's residuals after k steps from the prediction, in its own units
+                    start = net(c_n[idx]).double() * stats["out_std"] + stats["out_mean"]
+                    loss_name = "admm_log_residual"
+                    loss = unrolled.run(c[idx], start[:, :family.n], start[:, family.n:], a.unroll_steps).log_loss()
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"step {step}: the regression loss is {loss.item()}; lower "
+                    raise FloatingPointError(f"step {step}: the {loss_name.replace('_', ' ')} is {loss.item()}; lower "
                                              "agent.learning_rate (the last checkpoint is kept)")
                 optimizer.zero_grad()
                 loss.backward()
@@ -116,7 +133,7 @@ class WarmStartRegression(Agent):
                 step += 1
                 due = schedule.at(step)
                 if due.log:
-                    writer.add_scalar("train/regression_loss", loss.item(), step)
+                    writer.add_scalar(f"train/{loss_name}", loss.item(), step)
                     progress.update(0, loss=loss.item())
                 if due.evaluate:
                     learned = _osqp_iterations(family, heldout, starter(), self.config.problem.eps)
