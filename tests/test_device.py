@@ -4,6 +4,7 @@ packages: ``make gpu-check`` runs this file on cuda; the ordinary suite runs it 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 import osqp
@@ -13,6 +14,8 @@ import torch
 
 from learned_optimizers.conic.programs import make_cone_family
 from learned_optimizers.conic.scs import solve_cone_programs
+from learned_optimizers.fixed_point import core as fp
+from learned_optimizers.fixed_point.neural_fp import FixedPointAccelerator
 from learned_optimizers.qp.admm import OSQPSettings, solve_qps
 from learned_optimizers.qp.problems import generate
 from learned_optimizers.qp.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSolver
@@ -71,3 +74,16 @@ def test_the_scs_core_on_the_device_matches_real_scs():
         assert ours.labels()[i] == real["info"]["status"] == "solved"
         assert abs(int(ours.iterations[i]) - real["info"]["iter"]) <= 0.1 * real["info"]["iter"]
         assert np.linalg.norm(ours.x[i].cpu().numpy() - real["x"]) <= 1e-4 * max(1.0, np.linalg.norm(real["x"]))
+
+
+def test_the_shipped_fixed_point_accelerator_on_the_device_takes_the_cpus_evaluations():
+    """NeuralFP (the shipped DEQ accelerator) on the device: every context to 1e-4 in the CPU's map evaluations,
+    within one, and fewer than Anderson's on the same device."""
+    cpu = FixedPointAccelerator.shipped("deq")
+    dev = FixedPointAccelerator.shipped("deq", DEVICE)
+    x = cpu.map.sample_heldout_contexts(128, torch.Generator().manual_seed(4)).double()
+    on_cpu = cpu.solve(x, 100, stop_at=1e-4).evaluations_to(1e-4)
+    on_dev = dev.solve(x.to(DEVICE), 100, stop_at=1e-4).evaluations_to(1e-4).cpu()
+    assert torch.isfinite(on_dev).all() and (on_dev - on_cpu).abs().max() <= 1
+    anderson = fp.solve(dev.map, x.to(DEVICE), replace(dev.map.settings, mode="hyper_aa"), 100, stop_at=1e-4)
+    assert on_dev.median() < anderson.evaluations_to(1e-4).cpu().median()
