@@ -141,8 +141,8 @@ def test_train_resume_eval_and_bench_a_warm_start_run(tmp_path, capsys):
     assert x.shape == (3, starter.family.n) and y.shape == (3, starter.family.m)
     assert main(["eval", str(run.path), "--episodes", "5"]) == 0
     assert "previous solution" in capsys.readouterr().out
-    assert main(["bench", "warm-start", "--checkpoint", str(run.path), "--contexts", "6", "--root", str(tmp_path),
-                 "--name", "b"]) == 0
+    assert main(["bench", "warm-start", "--checkpoint", str(run.path), "--contexts", "3", "--sequences", "2",
+                 "--root", str(tmp_path), "--name", "b"]) == 0
     record = json.loads((tmp_path / "b" / "bench.json").read_text())
     osqp_rows = {k.rsplit(" @ ", 1)[0] for k in record["methods"] if not k.startswith("core, ")}
     assert osqp_rows == {"cold (x = y = 0)", "previous solution", "learned [1]"}
@@ -150,6 +150,12 @@ def test_train_resume_eval_and_bench_a_warm_start_run(tmp_path, capsys):
     assert core_rows == {f"core, {rho} rho, {start}" for rho in ("osqp's", "RLQP") for start in ("cold", "learned [1]")}
     # our core with osqp's rho from zero takes osqp's own iterations on the first context (no rho carried yet)
     assert record["methods"]["core, osqp's rho, cold @ 0.001"]["solved"] == 6
+    # two sequences of three contexts, pooled; each learned row also gives its speed-up on each sequence
+    assert record["sequences"] == 2 and "x cold (b) per sequence" in record["table"]
+    assert all(len(record["methods"][f"learned [1] @ {eps:g}"]["speedup_over_cold_batched_per_sequence"]) == 2
+               for eps in (1e-3, 1e-5))
+    with pytest.raises(ValueError, match="--sequences=0"):
+        bench_warm_start([str(run.path)], sequences=0, root=tmp_path)
     assert record["checkpoints"] == {"learned [1]": str(run.path)}
     assert max(len(line) for line in record["table"].splitlines()) <= 120
     for key, m in record["methods"].items():

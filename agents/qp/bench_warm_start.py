@@ -1,8 +1,11 @@
 """``amortize bench warm-start``: the real osqp on held-out contexts of a parametric QP family, cold, from the
 previous context's solution and from learned warm starts, at each tolerance.
 
-The contexts are a drifting sequence (``ParametricQPFamily.sequence``, from the eval seed, never the training
-seed): what a user solves again and again. Each start has its own ``osqp.OSQP``, set up once and then fed
+The contexts are drifting sequences (``ParametricQPFamily.sequence``, sequence i from seed + i, never the
+training seed): what a user solves again and again. One sequence is a slow walk, so its figures depend on where
+it walks (the shipped portfolio starter measured 1.50x to 4.04x cold osqp's speed at eps 1e-5 on four
+sequences of 200): the bench runs several and pools their contexts. Each start has its own ``osqp.OSQP`` per
+sequence, set up once and then fed
 ``update(q=, l=, u=)``, ``warm_start(x=, y=)``, ``solve()`` per context: the same path for every row, so the rows
 differ only by where osqp starts (cold: x = y = 0, osqp's own start). Seconds per context are measured around
 those three calls, plus the model's forward pass: once for the whole sequence divided by its length
@@ -55,6 +58,11 @@ def _run(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: St
     return {"iterations": iterations, "statuses": statuses, "seconds": seconds, "solutions": solutions}
 
 
+def _pooled(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's per-context lists over several sequences, concatenated."""
+    return {key: [v for part in parts for v in part[key]] for key in parts[0]}
+
+
 def _forward_seconds(starter: WarmStarter, contexts: np.ndarray, repeats: int = 5) -> tuple[float, float]:
     """(batched, single) seconds per context of the model's forward pass, medians of ``repeats``."""
     batched, single = [], []
@@ -69,13 +77,16 @@ def _forward_seconds(starter: WarmStarter, contexts: np.ndarray, repeats: int = 
     return float(np.median(batched)), float(np.median(single))
 
 
-def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "bench-warm-start", seed: int = 1_000_003,
+def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "bench-warm-start", seed: int = 1_000_003,
                      root: str | Path = DEFAULT_ROOT, starters: list[tuple[str, WarmStarter]] | None = None,
-                     into: RunDir | None = None) -> dict[str, Any]:
-    """Rows per tolerance: cold, previous solution, each learned starter (forward pass batched and single).
+                     into: RunDir | None = None, sequences: int = 5) -> dict[str, Any]:
+    """Rows per tolerance: cold, previous solution, each learned starter (forward pass batched and single), over
+    ``sequences`` sequences of ``contexts`` contexts pooled.
     ``into``: write the plot into this run (``amortize eval``, which writes eval.json) instead of a new bench dir."""
     if contexts < 2:
         raise ValueError(f"--contexts={contexts}: at least 2 (the previous-solution row needs one before)")
+    if sequences < 1:
+        raise ValueError(f"--sequences={sequences}: at least 1")
     starters = list(starters or []) + [(str(c), WarmStarter.load(c)) for c in checkpoints]
     if not starters:
         raise ValueError("give at least one --checkpoint (a warm-start run's warm_start.pt, a run directory, or "
@@ -84,22 +95,32 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
     for label, s in starters[1:]:
         if s.family.name != family.name:
             raise ValueError(f"{label}: trained on {s.family.name}, the first on {family.name}; compare one family")
-    seq = family.sequence(contexts, np.random.default_rng(seed))
+    seqs = [family.sequence(contexts, np.random.default_rng(seed + i)) for i in range(sequences)]
+    seq = np.concatenate(seqs)
     zero = (np.zeros(family.n), np.zeros(family.m))
     rows, methods = [], {}
     for eps in TOLERANCES:
-        print(f"  osqp at eps {eps:g}: cold, previous solution, {len(starters)} learned start(s) on {contexts} contexts ...")
-        cold = _run(family, seq, eps, lambda t, c: zero)
-        previous_solutions = cold["solutions"]
-        runs = {"cold (x = y = 0)": (cold, 0.0, 0.0),
-                "previous solution": (_run(family, seq, eps,
-                                           lambda t, c: previous_solutions[t - 1] if t else zero), 0.0, 0.0)}
+        print(f"  osqp at eps {eps:g}: cold, previous solution, {len(starters)} learned start(s) on {sequences} "
+              f"sequence(s) of {contexts} contexts ...")
+        per_sequence: dict[str, list[dict[str, Any]]] = {"cold (x = y = 0)": [], "previous solution": []}
+        forward: dict[str, tuple[float, float]] = {"cold (x = y = 0)": (0.0, 0.0), "previous solution": (0.0, 0.0)}
+        for part in seqs:
+            cold_part = _run(family, part, eps, lambda t, c: zero)
+            per_sequence["cold (x = y = 0)"].append(cold_part)
+            per_sequence["previous solution"].append(
+                _run(family, part, eps, lambda t, c: cold_part["solutions"][t - 1] if t else zero))
         for k, (label, starter) in enumerate(starters, 1):
-            predictions = starter.predict(seq)
-            batched, single = _forward_seconds(starter, seq)
-            runs[f"learned [{k}]"] = (_run(family, seq, eps, lambda t, c: (predictions[0][t], predictions[1][t])),
-                                        batched, single)
+            forward[f"learned [{k}]"] = _forward_seconds(starter, seqs[0])
+            per_sequence[f"learned [{k}]"] = []
+            for part in seqs:
+                predictions = starter.predict(part)
+                per_sequence[f"learned [{k}]"].append(
+                    _run(family, part, eps, lambda t, c: (predictions[0][t], predictions[1][t])))
+        runs = {label: (_pooled(parts), *forward[label]) for label, parts in per_sequence.items()}
+        cold = runs["cold (x = y = 0)"][0]
         cold_sgm = shifted_geometric_mean([1e3 * s for s in cold["seconds"]], shift=MS_SHIFT)
+        cold_parts = [shifted_geometric_mean([1e3 * s for s in p["seconds"]], shift=MS_SHIFT)
+                      for p in per_sequence["cold (x = y = 0)"]]
         for label, (run, batched, single) in runs.items():
             solved = [s == "solved" for s in run["statuses"]]
             lost = sum(c == "solved" and s != "solved" for c, s in zip(cold["statuses"], run["statuses"]))
@@ -111,7 +132,10 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
                       "sgm_ms_forward_batched": ms["batched"], "sgm_ms_forward_single": ms["single"],
                       "speedup_over_cold_batched": cold_sgm / ms["batched"],
                       "speedup_over_cold_single": cold_sgm / ms["single"],
-                      "forward_ms_batched": 1e3 * batched, "forward_ms_single": 1e3 * single}
+                      "forward_ms_batched": 1e3 * batched, "forward_ms_single": 1e3 * single,
+                      "speedup_over_cold_batched_per_sequence": [
+                          c / shifted_geometric_mean([1e3 * (s + batched) for s in p["seconds"]], shift=MS_SHIFT)
+                          for c, p in zip(cold_parts, per_sequence[label])]}
             methods[f"{label} @ {eps:g}"] = record
             rows.append([f"{eps:g}", label, record["median_iterations"], f"{record['sgm_iterations']:.1f}",
                          f"{ms['batched']:.3f}", f"{ms['single']:.3f}", f"{record['speedup_over_cold_batched']:.2f}x",
@@ -121,15 +145,22 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 200, name: str = "b
     table = format_table(["eps", "start", "med iters", "sgm iters", "ms batched", "ms single", "x cold (b)",
                           "x cold (s)", "solved"], rows)
     table += "".join(f"\n[{k}] {label}" for k, (label, _) in enumerate(starters, 1))
+    if sequences > 1:
+        table += "\nx cold (b) per sequence:" + "".join(
+            "\n" + textwrap.fill(f"{key.replace(' @ ', ' at eps ')}: " + ", ".join(
+                f"{r:.2f}" for r in m["speedup_over_cold_batched_per_sequence"]), 110, initial_indent="  ",
+                subsequent_indent="    ")
+            for key, m in methods.items() if key.startswith(("learned", "previous")))
     table += "\n\nIn our batched core (OSQP's algorithm), iterations: OSQP's rho and RLQP's learned rho, cold or learned start\n"
     table += format_table(["eps", "rho", "start", "med iters", "sgm iters", "solved"], core_rows)
     notes = ("ms: geometric mean per context of osqp's update + warm_start + solve, plus the model's forward pass "
              "batched over the sequence (b) or one context at a time (s). "
-             f"{family.name}: n = {family.n}, m = {family.m}; {contexts} held-out contexts in sequence (seed {seed}); "
-             "one osqp set up per row.")
+             f"{family.name}: n = {family.n}, m = {family.m}; {sequences} held-out sequence(s) of {contexts} contexts "
+             f"(seeds {seed} to {seed + sequences - 1}), pooled; one osqp set up per row and sequence.")
     table += "\n" + textwrap.fill(notes, 110)
     out = into or RunDir.create(name, root)
-    summary = {"family": family.name, "contexts": contexts, "seed": seed, "methods": methods, "table": table,
+    summary = {"family": family.name, "contexts": contexts, "sequences": sequences, "seed": seed, "methods": methods,
+               "table": table,
                "checkpoints": {f"learned [{k}]": label for k, (label, _) in enumerate(starters, 1)}}
     path = None if into else out.write_json("bench.json", summary)
     plot = _plot(out.plot_path("warm_start.png") if into else out.plots / "warm_start.png", methods, family.name)

@@ -29,7 +29,7 @@ def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
         if not starter.is_file():
             raise FileNotFoundError(f"{starter}: no trained warm starter in this run yet")
         result = bench_warm_start([str(starter)], contexts=max(episodes, 2), seed=agent.config.eval.seed,
-                                  into=agent.run)
+                                  into=agent.run, sequences=1)
         return {"warm_start": result}
     policy = agent.model_dir / RLQPTrainer.policy_file
     if not policy.is_file():
@@ -78,12 +78,16 @@ def _warm_start_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", action="append", required=True, metavar="RUN",
                         help="a warm-start run directory, its warm_start.pt, or shipped:<kind> (mpc, portfolio); "
                              "repeat to compare several on one family")
-    parser.add_argument("--contexts", type=int, default=200, help="held-out contexts, in sequence (default 200)")
+    parser.add_argument("--contexts", type=int, default=100, help="held-out contexts per sequence (default 100)")
+    parser.add_argument("--sequences", type=int, default=5,
+                        help="independent drifting sequences, pooled (default 5: one sequence's figures depend on "
+                             "where it walks)")
 
 
 def _warm_start(args: argparse.Namespace) -> dict[str, Any]:
     return bench_warm_start([], contexts=args.contexts, name=args.name or "bench-warm-start", seed=args.seed,
-                            root=args.root, starters=[(spec, _starter(spec)) for spec in args.checkpoint])
+                            root=args.root, starters=[(spec, _starter(spec)) for spec in args.checkpoint],
+                            sequences=args.sequences)
 
 
 def _starter(spec: str) -> WarmStarter:
