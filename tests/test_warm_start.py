@@ -230,6 +230,8 @@ def test_the_unrolled_admm_residuals_vanish_at_the_solution():
     assert float((exact.primal + exact.dual).max()) < 1e-6 < float((zero.primal + zero.dual).min())
     with pytest.raises(ValueError, match="steps=0"):
         unrolled.run(c, torch.as_tensor(xs), torch.as_tensor(ys), 0)
+    with pytest.raises(ValueError, match=f"y must be \\(batch, {family.m}\\)"):
+        unrolled.run(c, torch.as_tensor(xs), torch.as_tensor(ys[:, :-1]), 5)
 
 
 def test_the_objective_kind_regresses_then_lowers_the_unrolled_residual(tmp_path):

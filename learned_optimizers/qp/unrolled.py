@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learned_optimizers.qp.admm import OSQPBatch
+from learned_optimizers.qp.admm import RHO_EQ_OVER_RHO_INEQ, RHO_MIN, RHO_TOL, OSQPBatch, OSQPSettings
 from learned_optimizers.qp.parametric import ParametricQPFamily
 
-#: OSQP's defaults and rho rule (see ``learned_optimizers.qp.admm``)
-SIGMA, ALPHA, RHO_MIN, RHO_EQ_OVER_RHO_INEQ, RHO_TOL = 1e-6, 1.6, 1e-6, 1e3, 1e-4
+#: OSQP's sigma and relaxation (the core's defaults)
+SIGMA, ALPHA = OSQPSettings.sigma, OSQPSettings.alpha
 FREE = 1e19  # |bound| at or above this: no bound on that side
 
 
@@ -82,6 +82,11 @@ class UnrolledADMM:
         """The residuals after ``steps`` ADMM steps from (x, y) (z = A x, as osqp's warm start sets it)."""
         if steps < 1:
             raise ValueError(f"steps={steps}: at least 1")
+        f = self.family
+        for name, value, width in (("contexts", contexts, f.context_dim), ("x", x, f.n), ("y", y, f.m)):
+            if value.ndim != 2 or value.shape[1] != width or value.shape[0] != contexts.shape[0]:
+                raise ValueError(f"{f.name}: {name} must be (batch, {width}) with the contexts' batch; got "
+                                 f"{tuple(value.shape)}")
         q, l, u = self.data(contexts)
         # into osqp's scaled space (bounds beyond FREE stay free)
         q = self.c * self.D * q
