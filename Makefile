@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/amortize bench sphere --name demo-sphere
 	$(BIN)/amortize bench qp --policy shipped --groups held-out --name demo-rlqp
-	$(BIN)/amortize bench warm-start --checkpoint shipped:mpc --contexts 50 --name demo-warm-start
+	$(BIN)/amortize bench warm-start --checkpoint shipped:mpc --contexts 20 --name demo-warm-start
 	$(BIN)/amortize bench ot --checkpoint shipped:digits --contexts 64 --name demo-ot
 	$(BIN)/amortize eval shipped:humanoid-sac --episodes 1 --video || \
 	  { echo "(no off-screen rendering here: the episode without a video)"; $(BIN)/amortize eval shipped:humanoid-sac --episodes 1; }
