@@ -19,6 +19,7 @@ from agents.cli import main
 from agents.qp.bench_warm_start import _run, bench_warm_start
 from agents.registry import config_from_dict
 from agents.workflows import resume, train
+from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings
 from learned_optimizers.qp.parametric import (
     ParametricQPFamily,
     ParametricQPSettings,
@@ -230,8 +231,12 @@ def test_the_unrolled_admm_residuals_vanish_at_the_solution():
     assert float((exact.primal + exact.dual).max()) < 1e-6 < float((zero.primal + zero.dual).min())
     with pytest.raises(ValueError, match="steps=0"):
         unrolled.run(c, torch.as_tensor(xs), torch.as_tensor(ys), 0)
-    with pytest.raises(ValueError, match=f"y must be \\(batch, {family.m}\\)"):
+    with pytest.raises(ValueError, match=f"y must be \\(4, {family.m}\\), one row per context"):
         unrolled.run(c, torch.as_tensor(xs), torch.as_tensor(ys[:, :-1]), 5)
+    bad = c.clone()
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match="contexts contain NaN or inf"):
+        unrolled.run(bad, torch.as_tensor(xs), torch.as_tensor(ys), 5)
 
 
 def test_the_objective_kind_regresses_then_lowers_the_unrolled_residual(tmp_path):
@@ -253,3 +258,26 @@ def test_the_objective_kind_regresses_then_lowers_the_unrolled_residual(tmp_path
         return float(residuals.log_loss())
 
     assert unrolled_loss(run.path) < unrolled_loss(baseline.path)
+
+
+def test_the_unrolled_admm_takes_the_cores_iterates():
+    """On the context the scaling was computed for, k unrolled steps from a start end where our core (which
+    reproduces osqp) ends after k iterations at the same fixed rho, from the same warm start."""
+    family = make_family(ParametricQPSettings(kind="mpc", size=3, horizon=4, seed=2))
+    unrolled = UnrolledADMM(family, rho=0.3)
+    context = family.context_mean[None, :]
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.randn(1, family.n, generator=gen, dtype=torch.float64)
+    y0 = torch.randn(1, family.m, generator=gen, dtype=torch.float64)
+    core = OSQPBatch([family.qp(family.context_mean)], OSQPSettings(rho=0.3, adaptive_rho=False))
+    core.warm_start(x0, y0)
+    core.advance(7, check_termination=False)
+    state = core.state()
+    q, _, _ = family.data(context)
+    A, P = torch.as_tensor(family.A.toarray()), torch.as_tensor(family.P.toarray())
+    primal = (state["x"] @ A.T - state["z"]).norm(dim=1) / family.m ** 0.5
+    dual = (state["x"] @ P + torch.as_tensor(q) + state["y"] @ A).norm(dim=1) / family.n ** 0.5
+    ours = unrolled.run(context, x0, y0, 7)
+    assert float(primal) > 1e-6 and float(dual) > 1e-6  # not converged: the comparison means something
+    torch.testing.assert_close(ours.primal, primal, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(ours.dual, dual, rtol=1e-8, atol=1e-12)

@@ -443,18 +443,11 @@ class OSQPBatch:
     # ------------------------------------------------------------ the iteration
     def _iterate(self, active: torch.Tensor, all_active: bool = False) -> None:
         """One ADMM iteration of the ``active`` problems; ``all_active`` (every row of the working set)
-        skips the masks. Written as few fused tensor operations as the algebra allows: on CPU each pass
-        over the (B, m) arrays costs about as much as the sparse products."""
+        skips the masks."""
         s = self.settings
-        x_prev, z_prev, y, rho = self.x, self.z, self.y, self.rho_vec
-        # reduced KKT system: (P + sigma I + A' R A) x~ = sigma x - q + A'(R z - y); z~ = A x~
-        rhs = torch.add(self.A.rmv(torch.addcmul(-y, rho, z_prev)), x_prev, alpha=s.sigma).sub_(self.q)
-        x_tilde = self.linsys.solve(rhs)
-        z_tilde = self.A.mv(x_tilde)
-        x = torch.lerp(x_prev, x_tilde, s.alpha)  # alpha x~ + (1 - alpha) x_prev
-        z_relaxed = torch.lerp(z_prev, z_tilde, s.alpha)
-        z = torch.addcdiv(z_relaxed, y, rho).clamp_(self.l, self.u)
-        delta_y = z_relaxed.sub_(z).mul_(rho)
+        x_prev, z_prev, y = self.x, self.z, self.y
+        x, z, delta_y = admm_step(x_prev, z_prev, y, self.rho_vec, self.q, self.l, self.u, self.A.mv, self.A.rmv,
+                                  self.linsys.solve, s.sigma, s.alpha)
         if all_active:
             self.x, self.z, self.y = x, z, y + delta_y
             self.delta_x, self.delta_y = x - x_prev, delta_y
@@ -559,6 +552,34 @@ class OSQPBatch:
         self.rho_updates = self.rho_updates + change.long()
         ok = self.linsys.factor(self.rho_vec, change)
         self.status[change & ~ok] = int(Status.NON_CONVEX)
+
+
+def admm_step(x_prev: torch.Tensor, z_prev: torch.Tensor, y: torch.Tensor, rho: torch.Tensor, q: torch.Tensor,
+              l: torch.Tensor, u: torch.Tensor, mv: Callable[[torch.Tensor], torch.Tensor],
+              rmv: Callable[[torch.Tensor], torch.Tensor], solve: Callable[[torch.Tensor], torch.Tensor],
+              sigma: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """OSQP's ADMM iteration on a batch, (x, z, delta_y) after it (y+ = y + delta_y): the one place its algebra
+    is written, for the core (sparse products, a factored reduced KKT matrix) and the differentiable unroll of
+    ``learned_optimizers.qp.unrolled`` (dense products) alike.
+
+        x~ = K^-1 (sigma x - q + A'(rho z - y)),  z~ = A x~,
+        x+ = alpha x~ + (1 - alpha) x,  z+ = Pi_[l,u](alpha z~ + (1 - alpha) z + y / rho),
+        delta_y = rho (alpha z~ + (1 - alpha) z - z+)
+
+    As few fused passes as the algebra allows (on a CPU each pass over the (B, m) arrays costs about as much as
+    a sparse product); in place on its own temporaries unless an input takes part in autograd."""
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (x_prev, z_prev, y)))
+    rhs = torch.add(rmv(torch.addcmul(-y, rho, z_prev)), x_prev, alpha=sigma)
+    x_tilde = solve(rhs.sub_(q) if inplace else rhs - q)
+    z_tilde = mv(x_tilde)
+    x = torch.lerp(x_prev, x_tilde, alpha)
+    z_relaxed = torch.lerp(z_prev, z_tilde, alpha)
+    z = torch.addcdiv(z_relaxed, y, rho)
+    if inplace:
+        z = z.clamp_(l, u)
+        return x, z, z_relaxed.sub_(z).mul_(rho)
+    z = torch.clamp(z, l, u)
+    return x, z, (z_relaxed - z) * rho
 
 
 #: on a CPU, problems solved together at most: one batch's (B, m) arrays and sparse factors then stay in the

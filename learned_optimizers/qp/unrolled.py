@@ -5,16 +5,11 @@ algorithms", JMLR 2024).
 osqp runs on a Ruiz-scaled problem (D, E, c fixed at its setup: ``update(q=, l=, u=)`` keeps them), and so
 does this unroll, with the scaling our batched core computes for the family's mean context: from the same
 start, its first iterations are osqp's until osqp first adapts rho. A family's P and A are fixed, so with
-OSQP's rho rule (rho on inequality rows, 1e3 rho on equality rows,
-rho_min on free rows) the reduced KKT matrix P + sigma I + A' diag(rho) A is factored once; every context
-then runs the same dense, batched updates:
-
-    x~ = K^-1 (sigma x - q + A'(rho z - y)),  z~ = A x~,
-    x+ = alpha x~ + (1 - alpha) x,  z+ = Pi_[l,u](alpha z~ + (1 - alpha) z + y / rho),
-    y+ = y + rho (alpha z~ + (1 - alpha) z - z+)
-
-from osqp's own warm start (x, y given, z = A x). The residuals after k steps, ||A x - z|| and
-||P x + q + A'y|| in the problem's units, are what osqp's termination test reads; their log is the loss.
+OSQP's rho rule (the core's: rho on inequality rows, 1e3 rho on equality rows, rho_min on free rows) the
+reduced KKT matrix P + sigma I + A' diag(rho) A is factored once; every context then runs the core's own
+iteration (``admm.admm_step``) with dense products, from osqp's own warm start (x, y given, z = A x). The
+residuals after k steps, ||A x - z|| and ||P x + q + A'y|| in the problem's units, are what osqp's
+termination test reads; their log is the loss.
 The rho stays fixed (osqp adapts it later), which is what makes it one factorization and k matrix products
 per batch.
 """
@@ -26,12 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learned_optimizers.qp.admm import RHO_EQ_OVER_RHO_INEQ, RHO_MIN, RHO_TOL, OSQPBatch, OSQPSettings
+from learned_optimizers.qp.admm import OSQP_INFTY, OSQPBatch, OSQPSettings, admm_step
 from learned_optimizers.qp.parametric import ParametricQPFamily
-
-#: OSQP's sigma and relaxation (the core's defaults)
-SIGMA, ALPHA = OSQPSettings.sigma, OSQPSettings.alpha
-FREE = 1e19  # |bound| at or above this: no bound on that side
 
 
 @dataclass
@@ -50,60 +41,46 @@ class UnrolledADMM:
     def __init__(self, family: ParametricQPFamily, rho: float = 0.1, device: torch.device | str = "cpu") -> None:
         if not rho > 0:
             raise ValueError(f"rho={rho}: must be > 0")
-        t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64, device=device)  # noqa: E731
-        self.family = family
-        # osqp's scaling of the family (P and A fixed; the cost factor c from the mean context's q)
-        core = OSQPBatch([family.qp(family.context_mean)])
-        self.D, self.E, self.c = core.D[0].to(device), core.E[0].to(device), float(core.c[0])
-        self.P = t(family.P.toarray()) * self.D[:, None] * self.D[None, :] * self.c
-        self.A = t(family.A.toarray()) * self.E[:, None] * self.D[None, :]
-        self.q0, self.l0, self.u0 = t(family.q0), t(family.l0), t(family.u0)
-        self.Gq, self.Gl, self.Gu = t(family.Gq), t(family.Gl), t(family.Gu)
-        # the rho rule on the family's rows: a row's kind depends on its bounds, which the context may move;
-        # it is decided on the family's base bounds l0, u0
-        l0, u0 = family.l0, family.u0
-        free = (l0 <= -FREE) & (u0 >= FREE)
-        equality = ~free & (u0 - l0 < RHO_TOL)
-        rho_vec = np.where(free, RHO_MIN, np.where(equality, RHO_EQ_OVER_RHO_INEQ * rho, rho))
-        self.rho = t(rho_vec)
+        self.family, self.device = family, torch.device(device)
+        # the core set up on the family's mean context: osqp's scaling (P and A fixed; the cost factor c from
+        # that context's q), its rho vector and settings
+        self.settings = OSQPSettings(rho=rho)
+        core = OSQPBatch([family.qp(family.context_mean)], self.settings)
+        to = lambda t: t.to(self.device)  # noqa: E731
+        self.D, self.E, self.c = to(core.D[0]), to(core.E[0]), float(core.c[0])
+        self.P, self.A, self.rho = to(core.P.dense()[0]), to(core.A.dense()[0]), to(core.rho_vec[0])
         n = self.P.shape[0]
-        K = self.P + SIGMA * torch.eye(n, dtype=torch.float64, device=device) + self.A.T @ (self.rho[:, None] * self.A)
+        K = self.P + self.settings.sigma * torch.eye(n, dtype=torch.float64, device=self.device) \
+            + self.A.T @ (self.rho[:, None] * self.A)
         self.L = torch.linalg.cholesky(K)
 
-    def data(self, contexts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(q, l, u) of each context, as ``ParametricQPFamily.data`` (bounds clipped to +-FREE)."""
-        c = contexts.to(torch.float64)
-        q = self.q0 + c @ self.Gq.T
-        l = (self.l0 + c @ self.Gl.T).clamp(-FREE, FREE)
-        u = (self.u0 + c @ self.Gu.T).clamp(-FREE, FREE)
-        return q, l, u
+    def scaled_data(self, contexts: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q, l, u) of each context (``ParametricQPFamily.data``, whose named errors a bad context gets) in osqp's
+        scaled space, as the core scales them."""
+        c = contexts.detach().cpu().numpy() if isinstance(contexts, torch.Tensor) else contexts
+        q, l, u = (torch.as_tensor(v, dtype=torch.float64, device=self.device) for v in self.family.data(c))
+        return (self.c * self.D * q, self.E * l.clamp(-OSQP_INFTY, OSQP_INFTY),
+                self.E * u.clamp(-OSQP_INFTY, OSQP_INFTY))
 
-    def run(self, contexts: torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: int) -> UnrolledResiduals:
+    def run(self, contexts: np.ndarray | torch.Tensor, x: torch.Tensor, y: torch.Tensor, steps: int) -> UnrolledResiduals:
         """The residuals after ``steps`` ADMM steps from (x, y) (z = A x, as osqp's warm start sets it)."""
         if steps < 1:
             raise ValueError(f"steps={steps}: at least 1")
+        q, l, u = self.scaled_data(contexts)
         f = self.family
-        for name, value, width in (("contexts", contexts, f.context_dim), ("x", x, f.n), ("y", y, f.m)):
-            if value.ndim != 2 or value.shape[1] != width or value.shape[0] != contexts.shape[0]:
-                raise ValueError(f"{f.name}: {name} must be (batch, {width}) with the contexts' batch; got "
+        for name, value, width in (("x", x, f.n), ("y", y, f.m)):
+            if value.ndim != 2 or value.shape != (q.shape[0], width):
+                raise ValueError(f"{f.name}: {name} must be ({q.shape[0]}, {width}), one row per context; got "
                                  f"{tuple(value.shape)}")
-        q, l, u = self.data(contexts)
-        # into osqp's scaled space (bounds beyond FREE stay free)
-        q = self.c * self.D * q
-        l = torch.where(l <= -FREE, l, self.E * l)
-        u = torch.where(u >= FREE, u, self.E * u)
+        # into osqp's scaled space, as the core's warm_start does
         x, y = x.to(torch.float64) / self.D, y.to(torch.float64) * self.c / self.E
         z = x @ self.A.T
-        rho = self.rho
+        A, L, s = self.A, self.L, self.settings
         for _ in range(steps):
-            rhs = SIGMA * x - q + (rho * z - y) @ self.A
-            x_tilde = torch.cholesky_solve(rhs.T, self.L).T  # every context's right-hand side against one factor
-            z_tilde = x_tilde @ self.A.T
-            x = ALPHA * x_tilde + (1 - ALPHA) * x
-            z_relaxed = ALPHA * z_tilde + (1 - ALPHA) * z
-            z_new = torch.minimum(torch.maximum(z_relaxed + y / rho, l), u)
-            y = y + rho * (z_relaxed - z_new)
-            z = z_new
+            x, z, delta_y = admm_step(x, z, y, self.rho, q, l, u, mv=lambda v: v @ A.T, rmv=lambda v: v @ A,
+                                      solve=lambda rhs: torch.cholesky_solve(rhs.T, L).T, sigma=s.sigma,
+                                      alpha=s.alpha)
+            y = y + delta_y
         n, m = self.P.shape[0], self.A.shape[0]
         # in the problem's units, as osqp's termination test reads them
         primal = ((x @ self.A.T - z) / self.E).norm(dim=1) / m ** 0.5
