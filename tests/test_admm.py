@@ -230,6 +230,8 @@ def test_sparse_batch_from_scipy_sums_duplicates_sorts_and_pads():
     assert bool((key[1:] > key[:-1]).all())  # the batch's order, which the products and norms rely on
     x = torch.randn(2, 3, dtype=torch.float64)
     assert torch.allclose(batch.mv(x), (dense @ x.unsqueeze(2)).squeeze(2))
+    with pytest.raises(ValueError, match="matrix 0 is 2x3, larger than the batch's 3x2"):
+        SparseBatch.from_scipy([messy, small], rows=3, cols=2, device="cpu", dtype=torch.float64)
 
 
 def test_taking_problems_in_order_keeps_the_transpose_without_sorting_again():

@@ -54,6 +54,10 @@ class LearnedAccelerator:
         return fp.solve(fp_map, x, fp_map.settings, steps, policy=self.policy, y0=y0, safeguard=safeguard)
 
 
+#: the seed of the benchmarks' held-out contexts (``amortize bench fixed-point``, the fixed-point speed rows)
+HELDOUT_SEED = 1_000_003
+
+
 def heldout_fixed_point_contexts(fp_map: FixedPointMap, seed: int, n: int, device: torch.device) -> torch.Tensor:
     """Held-out contexts in float64 (so AA's and the learner's tails are not float32 noise)."""
     return fp_map.sample_heldout_contexts(n, generator(seed, device), device).double()

@@ -7,13 +7,11 @@ from typing import Any
 
 from agents.common.domain import BenchCommand, Domain
 from agents.common.tables import format_table
-from agents.fixed_point.agent import evaluate_fixed_point
+from agents.fixed_point.agent import HELDOUT_SEED, evaluate_fixed_point
 from agents.fixed_point.bench import bench_fixed_point
 from agents.fixed_point.kinds import RUNS
 from agents.fixed_point.speed import fixed_point_speed_rows
 from learned_optimizers.families import FIXED_POINT_FAMILIES
-
-HELDOUT_SEED = 1_000_003
 
 
 def eval_table(result: dict[str, Any]) -> str:

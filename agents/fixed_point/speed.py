@@ -9,7 +9,7 @@ import statistics
 import torch
 
 from agents.common.speed import SpeedRow, SpeedSettings, interleaved_medians
-from agents.fixed_point.agent import anderson_settings, heldout_fixed_point_contexts
+from agents.fixed_point.agent import HELDOUT_SEED, anderson_settings, heldout_fixed_point_contexts
 from learned_optimizers.fixed_point import core as fp
 from learned_optimizers.fixed_point.neural_fp import FixedPointAccelerator
 
@@ -17,8 +17,6 @@ from learned_optimizers.fixed_point.neural_fp import FixedPointAccelerator
 SPEED_TOL = 1e-4
 #: steps allowed to reach it (Anderson needs 14 at the median, 20-odd at most on DEQ)
 MAX_STEPS = 100
-#: held-out contexts: the seed of ``amortize bench fixed-point``
-HELDOUT_SEED = 1_000_003
 
 
 def fixed_point_speed_rows(settings: SpeedSettings, progress=print) -> list[SpeedRow]:

@@ -193,6 +193,8 @@ class SparseBatch(BatchMatrix):
         counts = np.zeros(len(mats) * rows, dtype=np.int64)  # entries per (problem, row)
         indices, data = [], []
         for b, m in enumerate(mats):
+            if m.shape[0] > rows or m.shape[1] > cols:
+                raise ValueError(f"matrix {b} is {m.shape[0]}x{m.shape[1]}, larger than the batch's {rows}x{cols}")
             c = m.tocsr()
             if not c.has_canonical_format:  # duplicates summed, columns sorted
                 c = c.copy()
