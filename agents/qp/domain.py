@@ -12,7 +12,7 @@ from agents.common.domain import BenchCommand, Domain
 from agents.qp.bench import bench_qp
 from agents.qp.bench_rlqp import bench_rlqp
 from agents.qp.bench_td3 import bench_td3
-from agents.qp.bench_warm_start import bench_warm_start
+from agents.qp.bench_warm_start import BENCH_SEED, bench_warm_start
 from agents.qp.evaluation import evaluate_rlqp, rlqp_eval_table
 from agents.qp.kinds import RUNS
 from agents.qp.rlqp_td3 import RLQPTrainer
@@ -82,12 +82,14 @@ def _warm_start_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequences", type=int, default=5,
                         help="independent drifting sequences, pooled (default 5: one sequence's figures depend on "
                              "where it walks)")
+    parser.add_argument("--solvers", default="osqp",
+                        help="comma-separated real solvers to start: osqp, scs (the QP in SCS's cone form; default osqp)")
 
 
 def _warm_start(args: argparse.Namespace) -> dict[str, Any]:
     return bench_warm_start([], contexts=args.contexts, name=args.name or "bench-warm-start", seed=args.seed,
                             root=args.root, starters=[(spec, _starter(spec)) for spec in args.checkpoint],
-                            sequences=args.sequences)
+                            sequences=args.sequences, solvers=tuple(csv_list(args.solvers) or ()))
 
 
 def _starter(spec: str) -> WarmStarter:
@@ -113,8 +115,8 @@ DOMAIN = Domain(
     no_gap="`amortize gap` compares a model's one pass with solving f(y; x) from scratch; an RLQP policy is itself part of a "
            "solver: use `amortize bench qp --policy RUN/policy.pt` for its comparison with osqp",
     benches=(BenchCommand("qp", "our batched OSQP core against the real osqp package", _qp_arguments, _qp),
-             BenchCommand("warm-start", "learned warm starts for the real osqp on a parametric QP family: cold, "
-                          "previous solution, learned", _warm_start_arguments, _warm_start, default_seed=1_000_003),
+             BenchCommand("warm-start", "learned warm starts for the real osqp (and scs) on a parametric QP "
+                          "family: cold, previous solution, learned", _warm_start_arguments, _warm_start, default_seed=BENCH_SEED),
              BenchCommand("td3", "RLQP's row TD3 learner against stable-baselines3's TD3, updates per second",
                           _td3_arguments, _td3)),
     speed=qp_speed_rows,

@@ -3,6 +3,7 @@
     starter = WarmStarter.load("warm_start.pt")          # or WarmStarter.shipped("mpc")
     x, y = starter.predict(contexts)                      # (k, n), (k, m): batched, no torch graph
     result = starter.solve(context)                       # osqp's own result, warm-started
+    result = starter.solve_scs(context)                   # or scs's, the QP in SCS's cone form
 
 ``solve`` sets up one ``osqp.OSQP`` per starter (the family's P and A are fixed, so osqp factors once) and
 per context calls ``update(q=, l=, u=)``, ``warm_start(x=, y=)`` and ``solve``: the compiled solver does the
@@ -26,6 +27,7 @@ from torch import nn
 from learned_optimizers.common.files import read_model_file, save_model_file, shipped_model_path
 from learned_optimizers.common.networks import mlp
 from learned_optimizers.qp.parametric import ParametricQPFamily, ParametricQPSettings, make_family
+from learned_optimizers.qp.scs_form import SCSForm
 
 #: the starters trained with configs/warm_start_<family>.yaml, shipped inside the package
 SHIPPED = Path(__file__).parent / "policies"
@@ -54,6 +56,9 @@ class WarmStarter:
                         for m in net.net if isinstance(m, nn.Linear)]
         self._solver: osqp.OSQP | None = None
         self._solver_settings: dict[str, Any] = {}
+        self._scs: Any = None
+        self._scs_settings: dict[str, Any] = {}
+        self._scs_form: SCSForm | None = None
         self.metadata: dict[str, Any] = {}
 
     # ------------------------------------------------------------ files
@@ -112,3 +117,26 @@ class WarmStarter:
             self._solver.update(q=q[0], l=l[0], u=u[0])
         self._solver.warm_start(x=x[0], y=y[0])
         return self._solver.solve(raise_error=False)
+
+    # ------------------------------------------------------------ the real scs, warm-started
+    def solve_scs(self, context: np.ndarray, **settings: Any) -> dict[str, Any]:
+        """scs's result for one context (its dict: x, y, s, info), started from the prediction mapped to SCS's form
+        (``learned_optimizers.qp.scs_form``); ``result["y_osqp"]`` is its dual in osqp's convention. ``settings``
+        are scs's (default: eps_abs = eps_rel = the starter's eps). One ``scs.SCS`` per starter, then ``update``.
+        Measure before relying on it: SCS carries its adaptive scale across solves, which already makes a cold
+        solve of the next context fast, and an inaccurate dual can cost more iterations than it saves
+        (``amortize bench warm-start --solvers osqp,scs``)."""
+        settings = {"eps_abs": self.eps, "eps_rel": self.eps, **settings}
+        x, y = self.predict(context)
+        if self._scs_form is None:
+            self._scs_form = SCSForm(self.family)
+        b, c = self._scs_form.b_c(context)
+        if self._scs is None or settings != self._scs_settings:
+            self._scs = self._scs_form.solver(context, **settings)
+            self._scs_settings = settings
+        else:
+            self._scs.update(b=b[0], c=c[0])
+        x0, y0, s0 = self._scs_form.start(x, y, b[0])
+        result = self._scs.solve(warm_start=True, x=x0[0], y=y0[0], s=s0[0])
+        result["y_osqp"] = self._scs_form.osqp_dual(result["y"])[0]
+        return result

@@ -1,0 +1,105 @@
+"""Warm starts for the real scs: a parametric QP family in SCS's cone form, checked against osqp's solutions, and
+the starter's scs path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.qp.bench_warm_start import bench_warm_start
+from learned_optimizers.qp.parametric import ParametricQPSettings, make_family, solve_family
+from learned_optimizers.qp.scs_form import SCSForm
+from learned_optimizers.qp.warm_start import WarmStarter, WarmStartNet
+
+
+def _perfect_starter(family, contexts, x, y) -> WarmStarter:
+    """A starter whose 'network' is a lookup: a linear layer fitted exactly to (context -> x, y) on these few
+    contexts (fewer contexts than inputs plus one, so least squares interpolates)."""
+    net = WarmStartNet(family.context_dim, family.n + family.m, ())
+    features = np.hstack([contexts, np.ones((len(contexts), 1))])
+    weights, *_ = np.linalg.lstsq(features, np.hstack([x, y]), rcond=None)
+    with torch.no_grad():
+        net.net[-1].weight.copy_(torch.as_tensor(weights[:-1].T))
+        net.net[-1].bias.copy_(torch.as_tensor(weights[-1]))
+    d, k = family.context_dim, family.n + family.m
+    stats = {"context_mean": np.zeros(d), "context_std": np.ones(d), "out_mean": np.zeros(k), "out_std": np.ones(k)}
+    return WarmStarter(family, {"kind": "mpc"}, net, stats, 1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mpc", "portfolio", "lasso"])
+def test_scs_on_the_cone_form_finds_osqps_primal_and_dual_solution(kind):
+    """Equality rows as a zero cone, each finite bound a nonnegative row (the Lasso has infinite ones): scs's x and
+    its dual mapped back equal osqp's to the tolerance, and the cone has one row per finite side."""
+    family = make_family(ParametricQPSettings(kind=kind, size=4, horizon=3))
+    form = SCSForm(family)
+    contexts = family.sample_contexts(3, np.random.default_rng(2))
+    x, y, statuses = solve_family(family, contexts, 1e-10)
+    assert statuses == ["solved"] * 3
+    finite = lambda v: np.abs(v) < 1e20  # noqa: E731
+    eq = family.l0 == family.u0
+    assert form.cone["z"] == eq.sum() and form.cone["l"] == (finite(family.u0) & ~eq).sum() + (finite(family.l0) & ~eq).sum()
+    b, c = form.b_c(contexts)
+    solver = form.solver(contexts[0], eps_abs=1e-10, eps_rel=1e-10, max_iters=200_000)
+    for i in range(3):
+        solver.update(b=b[i], c=c[i])
+        result = solver.solve(warm_start=False)
+        assert result["info"]["status"] == "solved"
+        scale = 1.0 + np.abs(y[i]).max()
+        np.testing.assert_allclose(result["x"], x[i], atol=1e-6 * (1 + np.abs(x[i]).max()))
+        np.testing.assert_allclose(form.osqp_dual(result["y"])[0], y[i], atol=1e-5 * scale)
+
+
+def test_a_perfect_start_stops_scs_at_once_and_a_zero_start_is_cold_scs():
+    family = make_family(ParametricQPSettings(kind="portfolio", size=12, seed=1))
+    form = SCSForm(family)
+    contexts = family.sample_contexts(4, np.random.default_rng(3))
+    x, y, _ = solve_family(family, contexts, 1e-10)
+    b, c = form.b_c(contexts)
+    for i in range(4):
+        cold = form.solver(contexts[i], eps_abs=1e-6, eps_rel=1e-6).solve(warm_start=False)
+        zeros = form.solver(contexts[i], eps_abs=1e-6, eps_rel=1e-6).solve(
+            warm_start=True, x=np.zeros(family.n), y=np.zeros(form.rows), s=np.zeros(form.rows))
+        assert zeros["info"]["iter"] == cold["info"]["iter"] > 25
+        x0, y0, s0 = form.start(x[i], y[i], b[i])
+        assert np.all(s0[0, form.cone["z"]:] >= 0) and np.all(s0[0, : form.cone["z"]] == 0)
+        perfect = form.solver(contexts[i], eps_abs=1e-6, eps_rel=1e-6).solve(warm_start=True, x=x0[0], y=y0[0],
+                                                                             s=s0[0])
+        assert perfect["info"]["status"] == "solved" and perfect["info"]["iter"] == 0
+
+
+def test_the_starters_scs_path_solves_each_context_and_names_bad_ones():
+    family = make_family(ParametricQPSettings(kind="mpc", size=2, horizon=3, seed=1))
+    contexts = family.sample_contexts(2, np.random.default_rng(4))
+    x, y, _ = solve_family(family, contexts, 1e-10)
+    starter = _perfect_starter(family, contexts, x, y)
+    for i in range(2):
+        result = starter.solve_scs(contexts[i])
+        assert result["info"]["status"] == "solved" and result["info"]["iter"] == 0
+        np.testing.assert_allclose(result["y_osqp"], y[i], atol=1e-6 * (1 + np.abs(y[i]).max()))
+    assert starter.solve_scs(contexts[0], eps_abs=1e-9, eps_rel=1e-9)["info"]["status"] == "solved"
+    with pytest.raises(ValueError, match="contexts contain NaN or inf"):
+        starter.solve_scs(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="a context has 2 entries"):
+        starter.solve_scs(np.zeros(3))
+
+
+def test_the_bench_gives_scs_rows_beside_osqps(tmp_path):
+    family = make_family(ParametricQPSettings(kind="portfolio", size=8, seed=2))
+    contexts = family.sample_contexts(3, np.random.default_rng(5))
+    x, y, _ = solve_family(family, contexts, 1e-8)
+    starter = _perfect_starter(family, contexts, x, y)
+    result = bench_warm_start([], contexts=3, sequences=2, root=tmp_path, name="b", starters=[("lookup", starter)],
+                              solvers=("osqp", "scs"))
+    record = json.loads((tmp_path / "b" / "bench.json").read_text())
+    scs_rows = {k.rsplit(" @ ", 1)[0] for k in record["methods"] if k.startswith("scs: ")}
+    assert scs_rows == {"scs: cold (x = y = 0)", "scs: previous solution", "scs: learned [1]"}
+    for eps in (1e-3, 1e-5):
+        row = record["methods"][f"scs: cold (x = y = 0) @ {eps:g}"]
+        assert row["solver"] == "scs" and row["solved"] == row["contexts"] == 6
+    assert " scs " in result["table"] and record["solvers"] == ["osqp", "scs"]
+    with pytest.raises(ValueError, match="--solvers=gurobi: choose from osqp, scs"):
+        bench_warm_start([], root=tmp_path, starters=[("lookup", starter)], solvers=("gurobi",))
+
