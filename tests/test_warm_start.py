@@ -281,3 +281,34 @@ def test_the_unrolled_admm_takes_the_cores_iterates():
     assert float(primal) > 1e-6 and float(dual) > 1e-6  # not converged: the comparison means something
     torch.testing.assert_close(ours.primal, primal, rtol=1e-8, atol=1e-12)
     torch.testing.assert_close(ours.dual, dual, rtol=1e-8, atol=1e-12)
+
+
+def test_sb3_on_the_one_step_env_trains_exports_a_starter_and_benches(tmp_path, capsys):
+    """The third way: SAC on QP-WarmStart-v0. Its actor, exported as a WarmStarter (no SB3 needed to load it),
+    predicts exactly SB3's deterministic action; eval and the bench take the run like a regression run."""
+    from agents.common.sb3 import deterministic_actions
+    from agents.registry import make_agent
+
+    config = config_from_dict({"device": "cpu", "seed": 2, "env": "amortize/QP-WarmStart-v0", "problem": TINY,
+                               "agent": {"kind": "sac", "net_arch": [16, 16], "n_envs": 4, "batch_size": 16,
+                                         "learning_starts": 8},
+                               "train": {"total_steps": 32, "checkpoint_every": 16, "eval_every": 16, "log_every": 8},
+                               "eval": {"seed": 1000003}})
+    run = train(config, name="sac", root=tmp_path)
+    starter = WarmStarter.load(run.path / "warm_start.pt")
+    assert starter.squash and starter.metadata["agent"] == "sac" and starter.metadata["step"] == 32
+    assert scalar_steps(run.path, "eval/osqp_iterations_cold_over_learned") == [[16, 32]]
+    agent = make_agent(config, run)
+    model = agent.load_model()
+    contexts = starter.family.sample_contexts(5, np.random.default_rng(3))
+    sb3 = deterministic_actions(model, torch.as_tensor(contexts, dtype=torch.float32)).double().numpy()
+    x, y = starter.predict(contexts)
+    np.testing.assert_allclose(np.concatenate([x, y], axis=1), sb3, rtol=1e-5, atol=1e-5)
+    low, high = model.action_space.low, model.action_space.high
+    assert np.all(np.concatenate([x, y], axis=1) >= low - 1e-5) and np.all(np.concatenate([x, y], axis=1) <= high + 1e-5)
+    assert main(["eval", str(run.path), "--episodes", "3"]) == 0
+    assert "previous solution" in capsys.readouterr().out
+    assert main(["bench", "warm-start", "--checkpoint", str(run.path), "--contexts", "3", "--sequences", "1",
+                 "--root", str(tmp_path), "--name", "b"]) == 0
+    record = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert record["methods"]["learned [1] @ 1e-05"]["contexts"] == 3

@@ -18,18 +18,23 @@ from agents.qp.kinds import RUNS
 from agents.qp.rlqp_td3 import RLQPTrainer
 from agents.qp.speed import qp_speed_rows
 from agents.qp.warm_start import WarmStartRegression
+from agents.qp.warm_start_rl import WarmStartSB3
 from learned_optimizers.qp.warm_start import WarmStarter
 
 
 def evaluate(agent: Agent, episodes: int) -> dict[str, Any]:
     """An RLQP run is a solver, not a context -> solution model: its policy against real osqp. A warm-start run:
     the real osqp from its starts on ``episodes`` held-out contexts in sequence (the warm-start bench's rows)."""
-    if isinstance(agent, WarmStartRegression):
-        starter = agent.model_dir / agent.model_file
-        if not starter.is_file():
-            raise FileNotFoundError(f"{starter}: no trained warm starter in this run yet")
-        result = bench_warm_start([str(starter)], contexts=max(episodes, 2), seed=agent.config.eval.seed,
-                                  into=agent.run, sequences=1)
+    if isinstance(agent, (WarmStartRegression, WarmStartSB3)):
+        if isinstance(agent, WarmStartSB3):
+            starters = [(agent.run.name, agent.starter(agent.load_model()))]
+        else:
+            path = agent.model_dir / agent.model_file
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no trained warm starter in this run yet")
+            starters = [(str(path), WarmStarter.load(path))]
+        result = bench_warm_start([], contexts=max(episodes, 2), seed=agent.config.eval.seed, into=agent.run,
+                                  sequences=1, starters=starters)
         return {"warm_start": result}
     policy = agent.model_dir / RLQPTrainer.policy_file
     if not policy.is_file():

@@ -49,8 +49,11 @@ class WarmStarter:
     """A trained warm start for one parametric QP family, deployable without the training code."""
 
     def __init__(self, family: ParametricQPFamily, family_settings: dict[str, Any], net: WarmStartNet,
-                 stats: dict[str, np.ndarray], eps: float) -> None:
+                 stats: dict[str, np.ndarray], eps: float, squash: bool = False) -> None:
+        """``squash``: tanh on the network's output before ``out_std``/``out_mean`` (a policy trained by RL acts in
+        a box: out_mean its centre, out_std its half-widths)."""
         self.family, self.family_settings, self.net, self.eps = family, family_settings, net.eval(), eps
+        self.squash = squash
         self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
         self._layers = [(m.weight.detach().double().numpy().T.copy(), m.bias.detach().double().numpy().copy())
                         for m in net.net if isinstance(m, nn.Linear)]
@@ -66,6 +69,7 @@ class WarmStarter:
         save_model_file({"family": dict(self.family_settings), "hidden_sizes": [m.out_features for m in self.net.net
                                                                                if isinstance(m, nn.Linear)][:-1],
                          "state_dict": self.net.state_dict(), "eps": self.eps, "metadata": metadata,
+                         "squash": self.squash,
                          **{k: torch.as_tensor(v) for k, v in self.stats.items()}}, path)
 
     @classmethod
@@ -81,7 +85,7 @@ class WarmStarter:
             net.load_state_dict(blob["state_dict"])
         except RuntimeError as err:
             raise ValueError(f"{str(path)!r}: its weights do not fit family {family.name} ({err})") from None
-        starter = cls(family, blob["family"], net, stats, float(blob["eps"]))
+        starter = cls(family, blob["family"], net, stats, float(blob["eps"]), squash=bool(blob.get("squash", False)))
         starter.metadata = blob.get("metadata", {})
         return starter
 
@@ -98,6 +102,8 @@ class WarmStarter:
             h = h @ W + b
             if i < len(self._layers) - 1:
                 np.maximum(h, 0.0, out=h)
+        if self.squash:
+            np.tanh(h, out=h)
         out = h * self.stats["out_std"] + self.stats["out_mean"]
         return out[:, : self.family.n], out[:, self.family.n:]
 
