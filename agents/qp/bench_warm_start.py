@@ -92,6 +92,7 @@ def _pooled(parts: list[dict[str, Any]]) -> dict[str, Any]:
 def _forward_seconds(starter: WarmStarter, contexts: np.ndarray, repeats: int = 5) -> tuple[float, float]:
     """(batched, single) seconds per context of the model's forward pass, medians of ``repeats``."""
     batched, single = [], []
+    starter.predict(contexts)  # untimed: the first call pays for the weights' first touch
     for _ in range(repeats):
         t0 = time.perf_counter()
         starter.predict(contexts)
@@ -131,7 +132,7 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "b
             raise ValueError(f"{label}: trained on {s.family.name}, the first on {family.name}; compare one family")
     seqs = [family.sequence(contexts, np.random.default_rng(seed + i)) for i in range(sequences)]
     seq = np.concatenate(seqs)
-    forward = {f"learned [{k}]": _forward_seconds(starter, seqs[0]) for k, (_, starter) in enumerate(starters, 1)}
+    forward: dict[str, tuple[float, float]] = {}
     predictions = {f"learned [{k}]": [starter.predict(part) for part in seqs]
                    for k, (_, starter) in enumerate(starters, 1)}
     rows, methods = [], {}
@@ -140,6 +141,10 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "b
             print(f"  {solver} at eps {eps:g}: cold, previous solution, {len(starters)} learned start(s) on "
                   f"{sequences} sequence(s) of {contexts} contexts ...")
             per_sequence = _solver_runs(solver, family, seqs, eps, predictions)
+            if not forward:  # timed after the solvers' single-threaded work: torch's OpenMP threads, still
+                # spinning after loading the models, slowed numpy's batched product up to 7x when timed first
+                forward = {f"learned [{k}]": _forward_seconds(starter, seqs[0])
+                           for k, (_, starter) in enumerate(starters, 1)}
             for label, record in _records(per_sequence, forward, eps).items():
                 methods[f"{'' if solver == 'osqp' else 'scs: '}{label} @ {eps:g}"] = {"solver": solver, **record}
                 rows.append([solver, f"{eps:g}", label, record["median_iterations"], f"{record['sgm_iterations']:.1f}",
