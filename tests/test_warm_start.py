@@ -16,7 +16,7 @@ from tb_steps import scalar_steps
 
 import envs  # noqa: F401  (registers the env ids)
 from agents.cli import main
-from agents.qp.bench_warm_start import _run, bench_warm_start
+from agents.qp.bench_warm_start import bench_warm_start, run_osqp
 from agents.registry import config_from_dict
 from agents.workflows import resume, train
 from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings
@@ -107,9 +107,9 @@ def test_a_perfect_start_stops_osqp_at_its_first_check_and_a_zero_one_is_cold_os
     family = make_family(ParametricQPSettings(kind="mpc", size=3, horizon=5))
     seq = family.sequence(12, np.random.default_rng(5))
     xs, ys, _ = solve_family(family, seq, 1e-9)
-    perfect = _run(family, seq, 1e-5, lambda t, c: (xs[t], ys[t]))
+    perfect = run_osqp(family, seq, 1e-5, lambda t, c: (xs[t], ys[t]))
     assert perfect["iterations"] == [25] * len(seq) and perfect["statuses"] == ["solved"] * len(seq)
-    cold = _run(family, seq, 1e-5, lambda t, c: (np.zeros(family.n), np.zeros(family.m)))
+    cold = run_osqp(family, seq, 1e-5, lambda t, c: (np.zeros(family.n), np.zeros(family.m)))
     starter = _zero_starter(family)
     assert np.all(starter.predict(seq)[0] == 0) and np.all(starter.predict(seq)[1] == 0)
     zero = [starter.solve(c, eps_abs=1e-5, eps_rel=1e-5).info.iter for c in seq]
@@ -173,8 +173,8 @@ def test_the_shipped_starters_load_small_and_start_osqp_closer_than_zero(kind):
     assert (SHIPPED / f"warm_start_{kind}.pt").stat().st_size < 2_000_000
     seq = starter.family.sequence(20, np.random.default_rng(1_000_003))
     x, y = starter.predict(seq)
-    cold = _run(starter.family, seq, 1e-3, lambda t, c: (np.zeros(starter.family.n), np.zeros(starter.family.m)))
-    learned = _run(starter.family, seq, 1e-3, lambda t, c: (x[t], y[t]))
+    cold = run_osqp(starter.family, seq, 1e-3, lambda t, c: (np.zeros(starter.family.n), np.zeros(starter.family.m)))
+    learned = run_osqp(starter.family, seq, 1e-3, lambda t, c: (x[t], y[t]))
     assert learned["statuses"] == cold["statuses"] == ["solved"] * len(seq)
     assert np.median(learned["iterations"]) < np.median(cold["iterations"])
     with pytest.raises(FileNotFoundError, match="no shipped warm starter for family 'lasso'; shipped: mpc, portfolio"):

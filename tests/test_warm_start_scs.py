@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from agents.qp.bench_warm_start import bench_warm_start
-from learned_optimizers.qp.parametric import ParametricQPSettings, make_family, solve_family
+from agents.qp.bench_warm_start import BENCH_SEED, bench_warm_start
+from learned_optimizers.qp.parametric import ParametricQPFamily, ParametricQPSettings, make_family, solve_family
+from learned_optimizers.qp.problems import QPValidationError
 from learned_optimizers.qp.scs_form import SCSForm
 from learned_optimizers.qp.warm_start import WarmStarter, WarmStartNet
 
@@ -86,10 +87,12 @@ def test_the_starters_scs_path_solves_each_context_and_names_bad_ones():
         starter.solve_scs(np.zeros(3))
 
 
-def test_the_bench_gives_scs_rows_beside_osqps(tmp_path):
+def test_the_bench_gives_scs_rows_beside_osqps_and_starts_both_from_the_prediction(tmp_path):
+    """A starter that knows the bench's own contexts exactly: its rows stop osqp at its first check (25) and scs at
+    once (0) while the cold rows iterate, so the bench hands the prediction to both solvers."""
     family = make_family(ParametricQPSettings(kind="portfolio", size=8, seed=2))
-    contexts = family.sample_contexts(3, np.random.default_rng(5))
-    x, y, _ = solve_family(family, contexts, 1e-8)
+    contexts = np.concatenate([family.sequence(3, np.random.default_rng(BENCH_SEED + i)) for i in range(2)])
+    x, y, _ = solve_family(family, contexts, 1e-10)
     starter = _perfect_starter(family, contexts, x, y)
     result = bench_warm_start([], contexts=3, sequences=2, root=tmp_path, name="b", starters=[("lookup", starter)],
                               solvers=("osqp", "scs"))
@@ -97,9 +100,18 @@ def test_the_bench_gives_scs_rows_beside_osqps(tmp_path):
     scs_rows = {k.rsplit(" @ ", 1)[0] for k in record["methods"] if k.startswith("scs: ")}
     assert scs_rows == {"scs: cold (x = y = 0)", "scs: previous solution", "scs: learned [1]"}
     for eps in (1e-3, 1e-5):
-        row = record["methods"][f"scs: cold (x = y = 0) @ {eps:g}"]
-        assert row["solver"] == "scs" and row["solved"] == row["contexts"] == 6
+        methods = {k.rsplit(" @ ", 1)[0]: m for k, m in record["methods"].items() if k.endswith(f"@ {eps:g}")}
+        assert all(m["solved"] == m["contexts"] == 6 for m in methods.values())
+        assert methods["scs: cold (x = y = 0)"]["solver"] == "scs"
+        assert methods["scs: learned [1]"]["median_iterations"] == 0 < methods["scs: cold (x = y = 0)"]["median_iterations"]
+        assert methods["learned [1]"]["median_iterations"] == 25 < methods["cold (x = y = 0)"]["median_iterations"]
     assert " scs " in result["table"] and record["solvers"] == ["osqp", "scs"]
     with pytest.raises(ValueError, match="--solvers=gurobi: choose from osqp, scs"):
         bench_warm_start([], root=tmp_path, starters=[("lookup", starter)], solvers=("gurobi",))
 
+
+def test_a_family_without_a_finite_bound_is_a_named_error_for_scs():
+    free = ParametricQPFamily("free", np.eye(2), np.eye(2), np.zeros(2), -np.inf * np.ones(2), np.inf * np.ones(2),
+                              np.eye(2), np.zeros((2, 2)), np.zeros((2, 2)), np.zeros(2), np.ones(2))
+    with pytest.raises(QPValidationError, match="family 'free': no row has a finite bound"):
+        SCSForm(free)

@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import osqp
-import scipy.sparse as sp
 import torch
 
 from agents.common.runs import DEFAULT_ROOT, RunDir
@@ -42,12 +40,10 @@ BENCH_SEED = 2_000_003
 Start = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def _run(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: Start) -> dict[str, Any]:
+def run_osqp(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: Start) -> dict[str, Any]:
     """osqp over the sequence from ``start(t, context)``; per-context iterations, statuses and seconds."""
     q, l, u = family.data(contexts)
-    solver = osqp.OSQP()
-    solver.setup(P=sp.triu(family.P, format="csc"), q=q[0], A=family.A, l=l[0], u=u[0], eps_abs=eps, eps_rel=eps,
-                 polishing=False, verbose=False)
+    solver = family.osqp_solver(contexts[0], eps_abs=eps, eps_rel=eps)
     iterations, statuses, seconds, solutions = [], [], [], []
     for t in range(len(contexts)):
         x0, y0 = start(t, contexts[t])
@@ -62,7 +58,7 @@ def _run(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: St
     return {"iterations": iterations, "statuses": statuses, "seconds": seconds, "solutions": solutions}
 
 
-def _run_scs(form: SCSForm, contexts: np.ndarray, eps: float, start: Start | str) -> dict[str, Any]:
+def run_scs(form: SCSForm, contexts: np.ndarray, eps: float, start: Start | str) -> dict[str, Any]:
     """scs over the sequence: ``"cold"`` (``warm_start=False``), ``"previous"`` (scs's own default, its previous
     (x, y, s)) or from osqp's (x, y) of ``start(t, context)``, mapped to SCS's form inside the timed part (the
     slack s = proj_K(b - A x) is a product with A). One scs per row and sequence, set up once, then ``update``."""
@@ -189,15 +185,15 @@ def _solver_runs(solver: str, family: ParametricQPFamily, seqs: list[np.ndarray]
     form = SCSForm(family) if solver == "scs" else None
     for i, part in enumerate(seqs):
         if form is None:
-            cold = _run(family, part, eps, lambda t, c: zero)
+            cold = run_osqp(family, part, eps, lambda t, c: zero)
             runs[COLD].append(cold)
-            runs[PREVIOUS].append(_run(family, part, eps, lambda t, c: cold["solutions"][t - 1] if t else zero))
+            runs[PREVIOUS].append(run_osqp(family, part, eps, lambda t, c: cold["solutions"][t - 1] if t else zero))
         else:
-            runs[COLD].append(_run_scs(form, part, eps, "cold"))
-            runs[PREVIOUS].append(_run_scs(form, part, eps, "previous"))
+            runs[COLD].append(run_scs(form, part, eps, "cold"))
+            runs[PREVIOUS].append(run_scs(form, part, eps, "previous"))
         for label, xy in predictions.items():
             start = lambda t, c, xy=xy[i]: (xy[0][t], xy[1][t])  # noqa: E731
-            runs[label].append(_run(family, part, eps, start) if form is None else _run_scs(form, part, eps, start))
+            runs[label].append(run_osqp(family, part, eps, start) if form is None else run_scs(form, part, eps, start))
     return runs
 
 

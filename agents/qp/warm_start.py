@@ -25,6 +25,7 @@ from agents.common.best import BestModel
 from agents.common.progress import Progress
 from agents.common.schedule import TrainSchedule
 from agents.common.seeding import seed_everything
+from agents.qp.bench_warm_start import run_osqp
 from learned_optimizers.common.files import read_model_file, save_model_file
 from learned_optimizers.common.settings import setting
 from learned_optimizers.qp.parametric import solve_family
@@ -167,18 +168,6 @@ class WarmStartRegression(Agent):
 
 def _osqp_iterations(family, contexts: np.ndarray, starter: WarmStarter | None, eps: float) -> list[int]:
     """osqp's iterations on each context from the starter's prediction (None: from zero, osqp's cold start)."""
-    import osqp
-    import scipy.sparse as sp
-
-    q, l, u = family.data(contexts)
-    solver = osqp.OSQP()
-    solver.setup(P=sp.triu(family.P, format="csc"), q=q[0], A=family.A, l=l[0], u=u[0], eps_abs=eps, eps_rel=eps,
-                 polishing=False, verbose=False)
-    starts = starter.predict(contexts) if starter is not None else (np.zeros((len(q), family.n)),
-                                                                     np.zeros((len(q), family.m)))
-    iterations = []
-    for i in range(len(q)):
-        solver.update(q=q[i], l=l[i], u=u[i])
-        solver.warm_start(x=starts[0][i], y=starts[1][i])
-        iterations.append(solver.solve(raise_error=False).info.iter)
-    return iterations
+    x, y = starter.predict(contexts) if starter is not None else (np.zeros((len(contexts), family.n)),
+                                                                  np.zeros((len(contexts), family.m)))
+    return run_osqp(family, contexts, eps, lambda t, c: (x[t], y[t]))["iterations"]

@@ -119,6 +119,17 @@ class ParametricQPFamily:
                         self.context_mean + self.context_scale)
         return out
 
+    def osqp_solver(self, context: np.ndarray, **settings):
+        """The real ``osqp.OSQP`` set up on this family at ``context`` (no polishing, quiet, then ``settings``):
+        P and A stay, so later contexts go through ``update(q=, l=, u=)`` on the same factorization."""
+        import osqp
+
+        q, l, u = self.data(context)
+        solver = osqp.OSQP()
+        solver.setup(P=sp.triu(self.P, format="csc"), q=q[0], A=self.A, l=l[0], u=u[0],
+                     **{"polishing": False, "verbose": False, **settings})
+        return solver
+
     # ------------------------------------------------------------ files
     def save(self, path: str | Path) -> None:
         np.savez(path, P=self.P.toarray(), A=self.A.toarray(), q0=self.q0, l0=self.l0, u0=self.u0, Gq=self.Gq,
@@ -234,12 +245,8 @@ def solve_family(family: ParametricQPFamily, contexts: np.ndarray, eps: float,
     """(x*, y*, statuses) of each context by the real osqp (set up once, then ``update``; at most 10,000
     iterations, so an infeasible context costs a bounded time): the labels of a regression onto solutions.
     ``progress(k)`` is called after every solve with the count done."""
-    import osqp
-
     q, l, u = family.data(contexts)
-    solver = osqp.OSQP()
-    solver.setup(P=sp.triu(family.P, format="csc"), q=q[0], A=family.A, l=l[0], u=u[0], eps_abs=eps, eps_rel=eps,
-                 polishing=False, verbose=False, max_iter=10_000)
+    solver = family.osqp_solver(contexts[0], eps_abs=eps, eps_rel=eps, max_iter=10_000)
     xs, ys, statuses = np.zeros((len(q), family.n)), np.zeros((len(q), family.m)), []
     for i in range(len(q)):
         solver.update(q=q[i], l=l[i], u=u[i])

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from learned_optimizers.qp.parametric import ParametricQPFamily
+from learned_optimizers.qp.problems import QPValidationError
 
 #: a bound at or past this size is infinite (osqp's own infinity is 1e30)
 INFINITE_BOUND = 1e20
@@ -34,6 +35,9 @@ class SCSForm:
         upper = ~eq & (np.abs(family.u0) < INFINITE_BOUND)
         lower = ~eq & (np.abs(family.l0) < INFINITE_BOUND)
         self.eq_rows, self.upper_rows, self.lower_rows = (np.flatnonzero(mask) for mask in (eq, upper, lower))
+        if not (self.eq_rows.size or self.upper_rows.size or self.lower_rows.size):
+            raise QPValidationError(f"family {family.name!r}: no row has a finite bound; SCS needs at least one "
+                                    "constraint row")
         A = sp.csr_matrix(family.A)
         self.A = sp.vstack([A[self.eq_rows], A[self.upper_rows], -A[self.lower_rows]], format="csc")
         self.cone = {"z": int(self.eq_rows.size), "l": int(self.upper_rows.size + self.lower_rows.size)}

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import osqp
-import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -115,9 +114,7 @@ class WarmStarter:
         x, y = self.predict(context)
         q, l, u = self.family.data(context)
         if self._solver is None or settings != self._solver_settings:
-            self._solver = osqp.OSQP()
-            self._solver.setup(P=sp.triu(self.family.P, format="csc"), q=q[0], A=self.family.A, l=l[0], u=u[0],
-                               **settings)
+            self._solver = self.family.osqp_solver(context, **settings)
             self._solver_settings = settings
         else:
             self._solver.update(q=q[0], l=l[0], u=u[0])
