@@ -146,7 +146,7 @@ def test_train_resume_eval_and_bench_a_warm_start_run(tmp_path, capsys):
                  "--root", str(tmp_path), "--name", "b"]) == 0
     record = json.loads((tmp_path / "b" / "bench.json").read_text())
     osqp_rows = {k.rsplit(" @ ", 1)[0] for k in record["methods"] if not k.startswith("core, ")}
-    assert osqp_rows == {"cold (x = y = 0)", "previous solution", "learned [1]"}
+    assert osqp_rows == {"cold (x = y = 0)", "previous solution", "learned [1]", "learned [1] + last error"}
     core_rows = {k.rsplit(" @ ", 1)[0] for k in record["methods"] if k.startswith("core, ")}
     assert core_rows == {f"core, {rho} rho, {start}" for rho in ("osqp's", "RLQP") for start in ("cold", "learned [1]")}
     # our core with osqp's rho from zero takes osqp's own iterations on the first context (no rho carried yet)

@@ -98,7 +98,8 @@ def test_the_bench_gives_scs_rows_beside_osqps_and_starts_both_from_the_predicti
                               solvers=("osqp", "scs"))
     record = json.loads((tmp_path / "b" / "bench.json").read_text())
     scs_rows = {k.rsplit(" @ ", 1)[0] for k in record["methods"] if k.startswith("scs: ")}
-    assert scs_rows == {"scs: cold (x = y = 0)", "scs: previous solution", "scs: learned [1]"}
+    assert scs_rows == {"scs: cold (x = y = 0)", "scs: previous solution", "scs: learned [1]",
+                        "scs: learned [1] + last error"}
     for eps in (1e-3, 1e-5):
         methods = {k.rsplit(" @ ", 1)[0]: m for k, m in record["methods"].items() if k.endswith(f"@ {eps:g}")}
         assert all(m["solved"] == m["contexts"] == 6 for m in methods.values())
@@ -115,3 +116,51 @@ def test_a_family_without_a_finite_bound_is_a_named_error_for_scs():
                               np.eye(2), np.zeros((2, 2)), np.zeros((2, 2)), np.zeros(2), np.ones(2))
     with pytest.raises(QPValidationError, match="family 'free': no row has a finite bound"):
         SCSForm(free)
+
+
+def _biased_starter(family, contexts, seed: int = 0) -> WarmStarter:
+    """An exact lookup of ``contexts`` shifted by one constant (x, y) offset: a model with a steady bias."""
+    x, y, _ = solve_family(family, contexts, 1e-10)
+    rng = np.random.default_rng(seed)
+    return _perfect_starter(family, contexts, x + 0.1 * rng.standard_normal(family.n),
+                            y + 0.1 * rng.standard_normal(family.m))
+
+
+def test_feedback_cancels_a_steady_error_of_the_model_for_osqp_and_scs():
+    """start = prediction + (last solution - last prediction): a constant bias cancels from the second context on,
+    so osqp stops at its first check (25) and scs at once (0), while the uncorrected start iterates; the first
+    context, a failed solve's successor and a change of settings start from the prediction alone."""
+    family = make_family(ParametricQPSettings(kind="portfolio", size=8, seed=2))
+    contexts = family.sequence(4, np.random.default_rng(5))
+    plain, corrected = _biased_starter(family, contexts), _biased_starter(family, contexts)
+    osqp_plain = [plain.solve(c).info.iter for c in contexts]
+    osqp_fed = [corrected.solve(c, feedback=True).info.iter for c in contexts]
+    assert min(osqp_plain) > 25 and osqp_fed[0] == osqp_plain[0] and osqp_fed[1:] == [25, 25, 25]
+    scs_plain = [plain.solve_scs(c)["info"]["iter"] for c in contexts]
+    scs_fed = [corrected.solve_scs(c, feedback=True)["info"]["iter"] for c in contexts]
+    assert min(scs_plain) > 0 and scs_fed[0] == scs_plain[0] and scs_fed[1:] == [0, 0, 0]
+    # new settings: a new solver, nothing to correct by yet
+    assert corrected.solve(contexts[0], feedback=True, eps_abs=1e-5, eps_rel=1e-5).info.iter > 25
+    assert corrected.solve(contexts[1], feedback=True, eps_abs=1e-5, eps_rel=1e-5).info.iter == 25
+    # a solve that stops short of 'solved' leaves no error to correct by
+    assert corrected.solve(contexts[2], feedback=True, eps_abs=1e-5, eps_rel=1e-5, max_iter=1).info.status != "solved"
+    assert corrected.solve(contexts[3], feedback=True, eps_abs=1e-5, eps_rel=1e-5, max_iter=1).info.iter == 1
+    assert corrected._last["osqp"] is None
+
+
+def test_the_bench_corrects_each_learned_start_by_its_last_error(tmp_path):
+    """The '+ last error' rows hand osqp and scs the corrected start: with a steadily biased model they stop at the
+    first check (osqp) and at once (scs) on every context but each sequence's first."""
+    family = make_family(ParametricQPSettings(kind="portfolio", size=8, seed=2))
+    contexts = np.concatenate([family.sequence(4, np.random.default_rng(BENCH_SEED + i)) for i in range(2)])
+    starter = _biased_starter(family, contexts)
+    bench_warm_start([], contexts=4, sequences=2, root=tmp_path, name="b", starters=[("biased", starter)],
+                     solvers=("osqp", "scs"))
+    methods = json.loads((tmp_path / "b" / "bench.json").read_text())["methods"]
+    for eps in ("0.001", "1e-05"):
+        learned, fed = methods[f"learned [1] @ {eps}"], methods[f"learned [1] + last error @ {eps}"]
+        assert fed["median_iterations"] == 25 < learned["median_iterations"]
+        assert fed["forward_ms_batched"] == learned["forward_ms_batched"]  # the same model, the same forward pass
+        assert methods[f"scs: learned [1] + last error @ {eps}"]["median_iterations"] == 0 \
+            < methods[f"scs: learned [1] @ {eps}"]["median_iterations"]
+        assert fed["solved"] == fed["contexts"] == 8

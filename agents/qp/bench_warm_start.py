@@ -8,9 +8,11 @@ it walks (the shipped portfolio starter measured 1.50x to 4.04x cold osqp's spee
 sequences of 200): the bench runs several and pools their contexts. Each start has its own ``osqp.OSQP`` per
 sequence, set up once and then fed
 ``update(q=, l=, u=)``, ``warm_start(x=, y=)``, ``solve()`` per context: the same path for every row, so the rows
-differ only by where osqp starts (cold: x = y = 0, osqp's own start). Seconds per context are measured around
-those three calls, plus the model's forward pass: once for the whole sequence divided by its length
-("batched") and once per context ("single"). Shifted geometric means (shift 10 iterations, 10 us).
+differ only by where osqp starts (cold: x = y = 0, osqp's own start). Each learned start also runs corrected by
+its last error ("+ last error": the prediction plus the previous context's solution minus its prediction), which
+a user solving a sequence has at hand. Seconds per context are measured around those three calls (and the
+correction), plus the model's forward pass: once for the whole sequence divided by its length ("batched") and
+once per context ("single"). Shifted geometric means (shift 10 iterations, 10 us).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, Status
 from learned_optimizers.qp.parametric import ParametricQPFamily
 from learned_optimizers.qp.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
 from learned_optimizers.qp.scs_form import SCSForm
-from learned_optimizers.qp.warm_start import WarmStarter
+from learned_optimizers.qp.warm_start import WarmStarter, corrected_start
 
 TOLERANCES = (1e-3, 1e-5)
 #: the shift of the seconds' geometric mean, in ms: 10 us, small beside one solve (0.1-1 ms)
@@ -40,14 +42,20 @@ BENCH_SEED = 2_000_003
 Start = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def run_osqp(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: Start) -> dict[str, Any]:
-    """osqp over the sequence from ``start(t, context)``; per-context iterations, statuses and seconds."""
+def run_osqp(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: Start,
+             feedback: bool = False) -> dict[str, Any]:
+    """osqp over the sequence from ``start(t, context)``; per-context iterations, statuses and seconds.
+    ``feedback``: from context 1 on, start at ``start`` plus its error at the previous context (that solve's
+    solution minus its start; ``corrected_start``), the correction timed with the solve."""
     q, l, u = family.data(contexts)
     solver = family.osqp_solver(contexts[0], eps_abs=eps, eps_rel=eps)
     iterations, statuses, seconds, solutions = [], [], [], []
+    last: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     for t in range(len(contexts)):
-        x0, y0 = start(t, contexts[t])
+        x0, y0 = prediction = start(t, contexts[t])
         t0 = time.perf_counter()
+        if feedback and last is not None:
+            x0, y0 = corrected_start(prediction, *last)
         solver.update(q=q[t], l=l[t], u=u[t])
         solver.warm_start(x=x0, y=y0)
         res = solver.solve(raise_error=False)
@@ -55,25 +63,33 @@ def run_osqp(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start
         iterations.append(int(res.info.iter))
         statuses.append(res.info.status)
         solutions.append((res.x.copy(), res.y.copy()))
+        last = (prediction, solutions[-1]) if res.info.status == "solved" else None
     return {"iterations": iterations, "statuses": statuses, "seconds": seconds, "solutions": solutions}
 
 
-def run_scs(form: SCSForm, contexts: np.ndarray, eps: float, start: Start | str) -> dict[str, Any]:
+def run_scs(form: SCSForm, contexts: np.ndarray, eps: float, start: Start | str,
+            feedback: bool = False) -> dict[str, Any]:
     """scs over the sequence: ``"cold"`` (``warm_start=False``), ``"previous"`` (scs's own default, its previous
     (x, y, s)) or from osqp's (x, y) of ``start(t, context)``, mapped to SCS's form inside the timed part (the
-    slack s = proj_K(b - A x) is a product with A). One scs per row and sequence, set up once, then ``update``."""
+    slack s = proj_K(b - A x) is a product with A); ``feedback`` as in ``run_osqp`` (scs's dual read back in
+    osqp's convention). One scs per row and sequence, set up once, then ``update``."""
     b, c = form.b_c(contexts)
     solver = form.solver(contexts[0], eps_abs=eps, eps_rel=eps)
     iterations, statuses, seconds = [], [], []
+    last: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
     for t in range(len(contexts)):
-        xy = None if isinstance(start, str) else start(t, contexts[t])
+        prediction = None if isinstance(start, str) else start(t, contexts[t])
         t0 = time.perf_counter()
         solver.update(b=b[t], c=c[t])
-        if xy is not None:
+        if prediction is not None:
+            xy = corrected_start(prediction, *last) if feedback and last is not None else prediction
             x0, y0, s0 = form.start(xy[0], xy[1], b[t])
             res = solver.solve(warm_start=True, x=x0[0], y=y0[0], s=s0[0])
         else:
             res = solver.solve(warm_start=start == "previous" and t > 0)
+        solved = res["info"]["status"] == "solved"
+        if feedback and prediction is not None:
+            last = (prediction, (res["x"], form.osqp_dual(res["y"])[0])) if solved else None
         seconds.append(time.perf_counter() - t0)
         iterations.append(int(res["info"]["iter"]))
         statuses.append(res["info"]["status"])
@@ -102,6 +118,8 @@ def _forward_seconds(starter: WarmStarter, contexts: np.ndarray, repeats: int = 
 
 SOLVERS = ("osqp", "scs")
 COLD, PREVIOUS = "cold (x = y = 0)", "previous solution"
+#: a learned start corrected by its error at the previous context (``corrected_start``): the same forward pass
+FEEDBACK = " + last error"
 
 
 def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "bench-warm-start",
@@ -109,7 +127,7 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "b
                      starters: list[tuple[str, WarmStarter]] | None = None, into: RunDir | None = None,
                      sequences: int = 5, solvers: tuple[str, ...] = ("osqp",)) -> dict[str, Any]:
     """Rows per solver and tolerance: cold, previous solution, each learned starter (forward pass batched and
-    single), over ``sequences`` sequences of ``contexts`` contexts pooled.
+    single) alone and corrected by its last error, over ``sequences`` sequences of ``contexts`` contexts pooled.
     ``into``: write the plot into this run (``amortize eval``, which writes eval.json) instead of a new bench dir."""
     if contexts < 2:
         raise ValueError(f"--contexts={contexts}: at least 2 (the previous-solution row needs one before)")
@@ -134,7 +152,8 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "b
     rows, methods = [], {}
     for solver in solvers:
         for eps in TOLERANCES:
-            print(f"  {solver} at eps {eps:g}: cold, previous solution, {len(starters)} learned start(s) on "
+            print(f"  {solver} at eps {eps:g}: cold, previous solution, {len(starters)} learned start(s) alone and "
+                  f"+ last error on "
                   f"{sequences} sequence(s) of {contexts} contexts ...")
             per_sequence = _solver_runs(solver, family, seqs, eps, predictions)
             if not forward:  # timed after the solvers' single-threaded work: torch's OpenMP threads, still
@@ -161,7 +180,8 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "b
     table += "\n\nIn our batched core (OSQP's algorithm), iterations: OSQP's rho and RLQP's learned rho, cold or learned start\n"
     table += format_table(["eps", "rho", "start", "med iters", "sgm iters", "solved"], core_rows)
     notes = ("ms: geometric mean per context of the solver's update + warm start + solve, plus the model's forward "
-             "pass batched over the sequence (b) or one context at a time (s). "
+             "pass batched over the sequence (b) or one context at a time (s). '+ last error': the learned start "
+             "plus its error at the previous context (that context's solution minus its prediction). "
              f"{family.name}: n = {family.n}, m = {family.m}; {sequences} held-out sequence(s) of {contexts} contexts "
              f"(seeds {seed} to {seed + sequences - 1}), pooled; one solver set up per row and sequence."
              + (" scs: the QP in SCS's form (equality rows a zero cone, each finite bound a nonnegative row); "
@@ -179,9 +199,11 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "b
 
 def _solver_runs(solver: str, family: ParametricQPFamily, seqs: list[np.ndarray], eps: float,
                  predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]]) -> dict[str, list[dict[str, Any]]]:
-    """Each row's runs, one per sequence: cold, previous solution, and each learned start."""
+    """Each row's runs, one per sequence: cold, previous solution, and each learned start alone and with
+    feedback."""
     zero = (np.zeros(family.n), np.zeros(family.m))
-    runs: dict[str, list[dict[str, Any]]] = {COLD: [], PREVIOUS: [], **{label: [] for label in predictions}}
+    runs: dict[str, list[dict[str, Any]]] = {COLD: [], PREVIOUS: [], **{label: [] for label in predictions},
+                                             **{label + FEEDBACK: [] for label in predictions}}
     form = SCSForm(family) if solver == "scs" else None
     for i, part in enumerate(seqs):
         if form is None:
@@ -193,7 +215,10 @@ def _solver_runs(solver: str, family: ParametricQPFamily, seqs: list[np.ndarray]
             runs[PREVIOUS].append(run_scs(form, part, eps, "previous"))
         for label, xy in predictions.items():
             start = lambda t, c, xy=xy[i]: (xy[0][t], xy[1][t])  # noqa: E731
-            runs[label].append(run_osqp(family, part, eps, start) if form is None else run_scs(form, part, eps, start))
+            for feedback in (False, True):
+                runs[label + (FEEDBACK if feedback else "")].append(
+                    run_osqp(family, part, eps, start, feedback) if form is None
+                    else run_scs(form, part, eps, start, feedback))
     return runs
 
 
@@ -208,7 +233,7 @@ def _records(per_sequence: dict[str, list[dict[str, Any]]], forward: dict[str, t
     cold_parts = [sgm_ms(p["seconds"]) for p in per_sequence[COLD]]
     records = {}
     for label, parts in per_sequence.items():
-        run, (batched, single) = _pooled(parts), forward.get(label, (0.0, 0.0))
+        run, (batched, single) = _pooled(parts), forward.get(label.removesuffix(FEEDBACK), (0.0, 0.0))
         solved = [s == "solved" for s in run["statuses"]]
         lost = sum(c == "solved" and s != "solved" for c, s in zip(cold["statuses"], run["statuses"]))
         ms = {"batched": sgm_ms(run["seconds"], batched), "single": sgm_ms(run["seconds"], single)}

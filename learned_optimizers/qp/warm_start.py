@@ -3,12 +3,16 @@
     starter = WarmStarter.load("warm_start.pt")          # or WarmStarter.shipped("mpc")
     x, y = starter.predict(contexts)                      # (k, n), (k, m): batched, no torch graph
     result = starter.solve(context)                       # osqp's own result, warm-started
+    result = starter.solve(next_context, feedback=True)   # along a sequence: corrected by the last error
     result = starter.solve_scs(context)                   # or scs's, the QP in SCS's cone form
 
 ``solve`` sets up one ``osqp.OSQP`` per starter (the family's P and A are fixed, so osqp factors once) and
 per context calls ``update(q=, l=, u=)``, ``warm_start(x=, y=)`` and ``solve``: the compiled solver does the
-work, the model only chooses where it starts. The model predicts in the problem's own (unscaled) units,
-standardized by the training set's mean and spread of each coordinate; osqp scales the start itself.
+work, the model only chooses where it starts. Along a sequence of nearby contexts the model's error changes
+slowly, so ``feedback=True`` starts from the prediction plus the error it made at the previous solve
+(``corrected_start``): the learned start and the classical previous-solution start combined. The model predicts
+in the problem's own (unscaled) units, standardized by the training set's mean and spread of each coordinate;
+osqp scales the start itself.
 Inference runs as numpy matrix products (a few microseconds for one context). Neither gymnasium nor
 stable-baselines3 is imported on this path.
 """
@@ -31,6 +35,19 @@ from learned_optimizers.qp.scs_form import SCSForm
 #: the starters trained with configs/warm_start_<family>.yaml, shipped inside the package
 SHIPPED = Path(__file__).parent / "policies"
 KEYS = ("family", "hidden_sizes", "state_dict", "context_mean", "context_std", "out_mean", "out_std", "eps")
+
+
+PrimalDual = tuple[np.ndarray, np.ndarray]
+
+
+def corrected_start(prediction: PrimalDual, last_prediction: PrimalDual,
+                    last_solution: PrimalDual) -> PrimalDual:
+    """The prediction plus the model's error at the previous context: ``last_solution - last_prediction``.
+
+    Equal to the previous solution moved by the model's predicted change: where the model errs alike at
+    nearby contexts (a bias), its error cancels, and where the context moved, the model says by how much.
+    ``amortize bench warm-start`` measures it in its '+ last error' rows."""
+    return tuple(p + (s - lp) for p, lp, s in zip(prediction, last_prediction, last_solution))  # type: ignore[return-value]
 
 
 class WarmStartNet(nn.Module):
@@ -58,6 +75,8 @@ class WarmStarter:
                         for m in net.net if isinstance(m, nn.Linear)]
         self._solver: osqp.OSQP | None = None
         self._solver_settings: dict[str, Any] = {}
+        #: (prediction, solution) of the last solve each solver finished as 'solved': what ``feedback`` corrects by
+        self._last: dict[str, tuple[PrimalDual, PrimalDual] | None] = {"osqp": None, "scs": None}
         self._scs: Any = None
         self._scs_settings: dict[str, Any] = {}
         self._scs_form: SCSForm | None = None
@@ -107,25 +126,39 @@ class WarmStarter:
         return out[:, : self.family.n], out[:, self.family.n:]
 
     # ------------------------------------------------------------ the real osqp, warm-started
-    def solve(self, context: np.ndarray, **settings: Any) -> Any:
+    def solve(self, context: np.ndarray, feedback: bool = False, **settings: Any) -> Any:
         """osqp's result for one context, started from the prediction. ``settings`` are osqp's (default: the
-        eps the starter was trained for, no polishing); a change of settings sets osqp up again."""
+        eps the starter was trained for, no polishing); a change of settings sets osqp up again.
+
+        ``feedback``: start from the prediction plus its error at this starter's last solved context
+        (``corrected_start``), for a sequence of nearby contexts; the first solve, or one after a failed solve
+        or a change of settings, starts from the prediction alone. Pass False to start a new sequence."""
         settings = {"eps_abs": self.eps, "eps_rel": self.eps, "polishing": False, "verbose": False, **settings}
         x, y = self.predict(context)
         q, l, u = self.family.data(context)
         if self._solver is None or settings != self._solver_settings:
             self._solver = self.family.osqp_solver(context, **settings)
-            self._solver_settings = settings
+            self._solver_settings, self._last["osqp"] = settings, None
         else:
             self._solver.update(q=q[0], l=l[0], u=u[0])
-        self._solver.warm_start(x=x[0], y=y[0])
-        return self._solver.solve(raise_error=False)
+        prediction = (x[0], y[0])
+        x0, y0 = self._start("osqp", prediction, feedback)
+        self._solver.warm_start(x=x0, y=y0)
+        result = self._solver.solve(raise_error=False)
+        solved = result.info.status == "solved"
+        self._last["osqp"] = (prediction, (result.x.copy(), result.y.copy())) if solved else None
+        return result
+
+    def _start(self, solver: str, prediction: PrimalDual, feedback: bool) -> PrimalDual:
+        last = self._last[solver]
+        return corrected_start(prediction, *last) if feedback and last is not None else prediction
 
     # ------------------------------------------------------------ the real scs, warm-started
-    def solve_scs(self, context: np.ndarray, **settings: Any) -> dict[str, Any]:
+    def solve_scs(self, context: np.ndarray, feedback: bool = False, **settings: Any) -> dict[str, Any]:
         """scs's result for one context (its dict: x, y, s, info), started from the prediction mapped to SCS's form
         (``learned_optimizers.qp.scs_form``); ``result["y_osqp"]`` is its dual in osqp's convention. ``settings``
-        are scs's (default: eps_abs = eps_rel = the starter's eps). One ``scs.SCS`` per starter, then ``update``.
+        are scs's (default: eps_abs = eps_rel = the starter's eps); ``feedback`` as in ``solve``. One ``scs.SCS``
+        per starter, then ``update``.
         Measure before relying on it: SCS carries its adaptive scale across solves, which already makes a cold
         solve of the next context fast, and an inaccurate dual can cost more iterations than it saves
         (``amortize bench warm-start --solvers osqp,scs``)."""
@@ -136,10 +169,14 @@ class WarmStarter:
         b, c = self._scs_form.b_c(context)
         if self._scs is None or settings != self._scs_settings:
             self._scs = self._scs_form.solver(context, **settings)
-            self._scs_settings = settings
+            self._scs_settings, self._last["scs"] = settings, None
         else:
             self._scs.update(b=b[0], c=c[0])
-        x0, y0, s0 = self._scs_form.start(x, y, b[0])
+        prediction = (x[0], y[0])
+        x_start, y_start = self._start("scs", prediction, feedback)
+        x0, y0, s0 = self._scs_form.start(x_start, y_start, b[0])
         result = self._scs.solve(warm_start=True, x=x0[0], y=y0[0], s=s0[0])
         result["y_osqp"] = self._scs_form.osqp_dual(result["y"])[0]
+        solved = result["info"]["status"] == "solved"
+        self._last["scs"] = (prediction, (result["x"].copy(), result["y_osqp"].copy())) if solved else None
         return result
