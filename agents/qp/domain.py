@@ -121,7 +121,8 @@ DOMAIN = Domain(
            "solver: use `amortize bench qp --policy RUN/policy.pt` for its comparison with osqp",
     benches=(BenchCommand("qp", "our batched OSQP core against the real osqp package", _qp_arguments, _qp),
              BenchCommand("warm-start", "learned warm starts for the real osqp (and scs) on a parametric QP "
-                          "family: cold, previous solution, learned", _warm_start_arguments, _warm_start, default_seed=BENCH_SEED),
+                          "family: cold, previous solution, learned (alone and corrected by its last error)",
+                          _warm_start_arguments, _warm_start, default_seed=BENCH_SEED),
              BenchCommand("td3", "RLQP's row TD3 learner against stable-baselines3's TD3, updates per second",
                           _td3_arguments, _td3)),
     speed=qp_speed_rows,
