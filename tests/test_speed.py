@@ -39,6 +39,15 @@ def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_proble
         assert r["solved"] == r["peer_solved"] == r["peer_timed"] == r["batch"]
         assert r["median_iterations"] < r["peer_median_iterations"]  # the learned steps it buys seconds with
     assert "peers batched like ours, on the same device: Anderson M=5 0.0001" in out
+    # learning to optimize: the shipped update against tuned Adam, batched alike, to Adam's own step-100 value
+    l2o_rows = [r for r in record["rows"] if r["domain"] == "l2o"]
+    assert [r["batch"] for r in l2o_rows] == [1, 3] and all(r["extra"]["batched_peer"] for r in l2o_rows)
+    for r in l2o_rows:
+        assert r["peer"].startswith("Adam") and r["peer_median_iterations"] <= 100 and r["peer_solved"] == r["batch"]
+        assert r["median_iterations"] < r["peer_median_iterations"]  # the learned steps it buys seconds with
+        # seconds: one step's (timed over 2T steps) x the median steps to the target
+        assert r["seconds"] == pytest.approx(r["extra"]["ms_per_step"] / 1e3 * r["median_iterations"])
+    assert "L2O to Adam@100, and its peer: a step's seconds x the median steps to Adam's step-T value" in out
     # two problem sets x two batch sizes x (core, core in float32, RLQP)
     assert len(rows) == 12 and {r["batch"] for r in rows} == {1, 3}
     assert sum(r["solver"].startswith("core f32") for r in rows) == 4
@@ -70,7 +79,7 @@ def test_bad_speed_settings_name_the_flag(kwargs, message):
 
 def test_an_unknown_domain_is_named_and_nothing_is_written(tmp_path, capsys):
     assert main(["bench", "speed", "--domains", "control", "--root", str(tmp_path), "--batch-sizes", "1"]) != 0
-    assert "--domains control: no speed rows there; allowed: qp, fixed-point, ot" in capsys.readouterr().err
+    assert "--domains control: no speed rows there; allowed: qp, fixed-point, learning-to-optimize, ot" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 
 

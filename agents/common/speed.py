@@ -114,6 +114,8 @@ def speed_table(rows: list[SpeedRow], fmt: str | None = None) -> str:
         notes.append(f"peers batched like ours, on the same device: {batched}")
     if timed:
         notes.append(f"* the peer timed on the first {', '.join(map(str, timed))} problems of the batch, scaled to it")
+    for solver, rule in dict.fromkeys((r.solver, r.extra["seconds_rule"]) for r in rows if "seconds_rule" in r.extra):
+        notes.append(f"{solver}, and its peer: {rule}")
     return format_table(headers, body, fmt) + "\n" + "\n".join(notes)
 
 

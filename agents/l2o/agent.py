@@ -40,6 +40,8 @@ from learned_optimizers.l2o.classical import OptimizerTrace
 from learned_optimizers.l2o.coordinatewise import CoordinatewiseUpdate
 from learned_optimizers.l2o.tasks import TrainingTaskFamily
 
+#: the seed of the benches' held-out tasks (never a training seed)
+HELDOUT_SEED = 1_000_003
 #: held-out tasks evaluated during training (the full eval.contexts at the end)
 HELDOUT_DURING_TRAINING = 256
 #: the log_gap loss stops rewarding a task once its gap is below this fraction of the way down to f_ref

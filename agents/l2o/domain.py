@@ -7,12 +7,11 @@ from typing import Any
 
 from agents.common.domain import BenchCommand, Domain
 from agents.common.tables import format_table
-from agents.l2o.agent import evaluate_l2o
+from agents.l2o.agent import HELDOUT_SEED, evaluate_l2o
 from agents.l2o.bench import bench_l2o
 from agents.l2o.kinds import RUNS
+from agents.l2o.speed import l2o_speed_rows
 from learned_optimizers.l2o.tasks import TRAINING_TASK_FAMILIES
-
-HELDOUT_SEED = 1_000_003
 
 
 def eval_table(result: dict[str, Any]) -> str:
@@ -43,4 +42,5 @@ DOMAIN = Domain(
            "iterative solver: use `amortize bench l2o --checkpoint RUN` for its comparison with Adam",
     benches=(BenchCommand("l2o", "learned optimizers against tuned GD, momentum, Adam and scipy's L-BFGS", _arguments, _bench,
                           default_seed=HELDOUT_SEED),),
+    speed=l2o_speed_rows,
 )

@@ -6,7 +6,7 @@ coordinate, so one trained update runs on parameter vectors of any size, and
 permuting the coordinates permutes the update. The output layer starts at
 zero: an untrained update *is* tuned Adam. Deploy without any RL code::
 
-    opt = CoordinatewiseUpdate.load("runs/l2o-logreg/optimizer.pt")
+    opt = CoordinatewiseUpdate.load("runs/l2o-logreg/optimizer.pt")   # or CoordinatewiseUpdate.shipped("logreg")
     trace = opt.solve(x, phi0, steps=100)
 """
 
@@ -19,11 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file
+from learned_optimizers.common.files import read_model_file, rebuild_model, save_model_file, shipped_model_path
 from learned_optimizers.common.networks import mlp
 from learned_optimizers.l2o import core as l2o
 from learned_optimizers.l2o.classical import OptimizerTrace
 from learned_optimizers.l2o.tasks import TrainingTaskFamily, make_tasks
+
+#: the updates trained with configs/l2o_<family>_objective.yaml, shipped inside the package
+SHIPPED = Path(__file__).parent / "models"
 
 
 class CoordinatewiseUpdate(nn.Module):
@@ -66,6 +69,11 @@ class CoordinatewiseUpdate(nn.Module):
             blob["family"], blob["task_settings"], tuple(blob["hidden_sizes"]), blob["activation"]), blob["state_dict"])
         model.learning_rate = blob["learning_rate"]
         return model.to(device)
+
+    @classmethod
+    def shipped(cls, family: str = "logreg", device: torch.device | str = "cpu") -> "CoordinatewiseUpdate":
+        """The update shipped for ``family`` (``logreg``: ``configs/l2o_logreg_objective.yaml``, 800 unrolls)."""
+        return cls.load(shipped_model_path(SHIPPED, "l2o_", family, "learned optimizer"), device)
 
     @classmethod
     def for_tasks(cls, tasks: TrainingTaskFamily, **kwargs: Any) -> "CoordinatewiseUpdate":
