@@ -32,25 +32,25 @@ from learned_optimizers.qp.admm import OSQPBatch, OSQPSettings, Status
 from learned_optimizers.qp.parametric import ParametricQPFamily
 from learned_optimizers.qp.rlqp import SHIPPED_POLICY, RhoPolicy, RLQPSettings, RLQPSolver
 from learned_optimizers.qp.scs_form import SCSForm
-from learned_optimizers.qp.warm_start import WarmStarter, corrected_start
+from learned_optimizers.qp.warm_start import PrimalDual, WarmStarter, corrected_start
 
 TOLERANCES = (1e-3, 1e-5)
 #: the shift of the seconds' geometric mean, in ms: 10 us, small beside one solve (0.1-1 ms)
 MS_SHIFT = 0.01
 #: held-out sequences start here: never a config's training seed or its eval.seed (1000003), which picks the best model
 BENCH_SEED = 2_000_003
-Start = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+Start = Callable[[int, np.ndarray], PrimalDual]
 
 
 def run_osqp(family: ParametricQPFamily, contexts: np.ndarray, eps: float, start: Start,
              feedback: bool = False) -> dict[str, Any]:
     """osqp over the sequence from ``start(t, context)``; per-context iterations, statuses and seconds.
-    ``feedback``: from context 1 on, start at ``start`` plus its error at the previous context (that solve's
-    solution minus its start; ``corrected_start``), the correction timed with the solve."""
+    ``feedback``: from context 1 on, start at ``start`` plus its error at the previous context (that context's
+    solution minus its ``start``, not the corrected one: ``corrected_start``), the correction timed with the solve."""
     q, l, u = family.data(contexts)
     solver = family.osqp_solver(contexts[0], eps_abs=eps, eps_rel=eps)
     iterations, statuses, seconds, solutions = [], [], [], []
-    last: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    last: tuple[PrimalDual, PrimalDual] | None = None  # (prediction, solution) at the last solved context
     for t in range(len(contexts)):
         x0, y0 = prediction = start(t, contexts[t])
         t0 = time.perf_counter()
@@ -76,7 +76,7 @@ def run_scs(form: SCSForm, contexts: np.ndarray, eps: float, start: Start | str,
     b, c = form.b_c(contexts)
     solver = form.solver(contexts[0], eps_abs=eps, eps_rel=eps)
     iterations, statuses, seconds = [], [], []
-    last: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
+    last: tuple[PrimalDual, PrimalDual] | None = None  # (prediction, solution) at the last solved context
     for t in range(len(contexts)):
         prediction = None if isinstance(start, str) else start(t, contexts[t])
         t0 = time.perf_counter()
@@ -153,8 +153,7 @@ def bench_warm_start(checkpoints: list[str], contexts: int = 100, name: str = "b
     for solver in solvers:
         for eps in TOLERANCES:
             print(f"  {solver} at eps {eps:g}: cold, previous solution, {len(starters)} learned start(s) alone and "
-                  f"+ last error on "
-                  f"{sequences} sequence(s) of {contexts} contexts ...")
+                  f"+ last error on {sequences} sequence(s) of {contexts} contexts ...")
             per_sequence = _solver_runs(solver, family, seqs, eps, predictions)
             if not forward:  # timed after the solvers' single-threaded work: torch's OpenMP threads, still
                 # spinning after loading the models, slowed numpy's batched product up to 7x when timed first
