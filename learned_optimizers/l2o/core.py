@@ -87,9 +87,8 @@ class L2OState:
     adam: AdamMoments
     #: history first: a step shifts whole (B, p) blocks and the features are built as contiguous (F, B, p) blocks
     #: (history last, each shift and feature concatenation copied 25 short rows per coordinate: 0.5 ms of a 3 ms
-    #: learned step on 512 logistic regressions)
-    #: both in the features' dtype (``start``'s ``history_dtype``): float32 histories halve a learned step's
-    #: memory traffic against float64 tasks
+    #: learned step on 512 logistic regressions); both kept in the features' dtype (``start``'s ``history_dtype``),
+    #: whose float32 halves their memory traffic against float64 tasks
     grads: torch.Tensor  # (H, B, p) past gradients, newest first (zero where not yet filled)
     moves: torch.Tensor  # (H, B, p) past steps phi_k - phi_{k-1} over the learning rate, newest first
     changes: torch.Tensor  # (B, H) past relative objective changes, newest first
@@ -195,7 +194,7 @@ def observe(state: L2OState, settings: L2OTaskSettings, dtype: torch.dtype | Non
     Built as contiguous (3H + 3, B, p) blocks and returned as its (B, p, 3H + 3) view: a linear layer reads
     that view as a transposed matrix, without a copy."""
     H, B, p = state.grads.shape
-    rms = state.adam.rms().clamp(min=torch.finfo(state.grad.dtype).tiny).to(state.grads.dtype)
+    rms = state.adam.rms().to(state.grads.dtype).clamp(min=torch.finfo(state.grads.dtype).tiny)
     grads = compress(state.grads / rms, dtype)
     changes = _signed_log(state.changes).to(grads.dtype).T.unsqueeze(2).expand(H, B, p)
     progress = torch.log10((state.value.detach() / state.initial_value).abs().clamp(1e-12, 1e12)) / _LOG_SCALE
