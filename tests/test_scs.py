@@ -182,6 +182,21 @@ def test_max_iters_is_a_status_not_a_crash():
     assert torch.all(ours.iterations == 10)
 
 
+def test_a_batch_solved_in_chunks_is_the_batch_solved_at_once():
+    """Chunks (a CPU's default for long lists) change nothing a program sees: the same statuses, iterations,
+    scales and solutions, in the batch's order."""
+    fam = make_cone_family("lasso", features=12, samples=24)
+    batch = fam.programs(fam.sample_contexts(7, torch.Generator().manual_seed(5)).double())
+    whole, chunked = solve_cone_programs(batch, chunk=7), solve_cone_programs(batch, chunk=3)
+    assert whole.labels() == chunked.labels() == ["solved"] * 7
+    for name in ("iterations", "scale", "scale_updates", "x", "y", "s"):
+        assert torch.equal(getattr(whole, name), getattr(chunked, name)), name
+    torch.testing.assert_close(chunked.pobj, whole.pobj, rtol=1e-12, atol=0)  # a batched reduction's last bits
+    assert torch.equal(chunked.x[4], solve_cone_programs(batch.rows(4, 5)).x[0])
+    with pytest.raises(ValueError, match="chunk=-1: at least 1"):
+        solve_cone_programs(batch, chunk=-1)
+
+
 def test_scs_map_is_one_scs_step_and_terminates_like_scs():
     fp_map = make_map("scs-lasso", features=10, samples=20)
     x = fp_map.sample_contexts(3, torch.Generator().manual_seed(0)).double()

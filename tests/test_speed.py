@@ -39,6 +39,12 @@ def test_the_speed_bench_times_our_core_and_rlqp_against_osqp_on_the_same_proble
         assert r["solved"] == r["peer_solved"] == r["peer_timed"] == r["batch"]
         assert r["median_iterations"] < r["peer_median_iterations"]  # the learned steps it buys seconds with
     assert "peers batched like ours, on the same device: Anderson M=5 0.0001" in out
+    # our SCS core against the real scs with the settings it implements, looped over the same cone programs
+    scs_rows = [r for r in record["rows"] if r["domain"] == "conic"]
+    assert [r["batch"] for r in scs_rows] == [1, 3] and all(r["peer"] == "scs eps 0.0001 (AA off)" for r in scs_rows)
+    for r in scs_rows:
+        assert r["peer_timed"] == min(r["batch"], 2) and r["extra"]["same_status"] == r["peer_timed"] == r["peer_solved"]
+        assert r["solved"] == r["batch"] and abs(r["median_iterations"] - r["peer_median_iterations"]) <= 25
     # learning to optimize: the shipped update against tuned Adam, batched alike, to Adam's own step-100 value
     l2o_rows = [r for r in record["rows"] if r["domain"] == "l2o"]
     assert [r["batch"] for r in l2o_rows] == [1, 3] and all(r["extra"]["batched_peer"] for r in l2o_rows)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -112,6 +113,7 @@ def speed_table(rows: list[SpeedRow], fmt: str | None = None) -> str:
     notes = [f"peers, looped one problem at a time, at each row's eps: {looped}"] if looped else []
     if batched:
         notes.append(f"peers batched like ours, on the same device: {batched}")
+    notes = [textwrap.fill(note, 110, subsequent_indent="  ") for note in notes]
     if timed:
         notes.append(f"* the peer timed on the first {', '.join(map(str, timed))} problems of the batch, scaled to it")
     for solver, rule in dict.fromkeys((r.solver, r.extra["seconds_rule"]) for r in rows if "seconds_rule" in r.extra):

@@ -141,6 +141,11 @@ class ConeProgramBatch:
     def __len__(self) -> int:
         return self.A.shape[0]
 
+    def rows(self, start: int, stop: int) -> "ConeProgramBatch":
+        """Programs start..stop - 1 as a batch of their own (views of this one's data)."""
+        cut = slice(start, stop)
+        return ConeProgramBatch(self.A[cut], self.b[cut], self.c[cut], self.cone, None if self.P is None else self.P[cut])
+
     def program(self, i: int) -> ConeProgram:
         as_np = lambda v: v[i].detach().cpu().double().numpy()  # noqa: E731
         return ConeProgram(as_np(self.A), as_np(self.b), as_np(self.c), self.cone,

@@ -35,6 +35,7 @@ on (``learned_optimizers.problems.fixed_point`` wraps it as a map family).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -417,10 +418,30 @@ def _finalize(work: SCSWork, r: Residuals, status: torch.Tensor) -> tuple[torch.
     return x, y, s, pobj, dobj
 
 
+#: on a CPU, programs solved together at most (as the QP core's ``CPU_CHUNK``): one chunk's dense data then stays in
+#: the cache (measured on Lasso cone programs, n = 100, 2 cores: 10.1 ms per program in one batch of 4096; in
+#: chunks of 256 / 128 / 64 / 32, 3.2 / 2.5-2.7 / 2.25 / 2.3 ms)
+CPU_CHUNK = 64
+
+
 @torch.no_grad()
-def solve_cone_programs(programs: ConeProgramBatch, settings: SCSSettings | None = None) -> SCSResult:
-    """Run SCS (acceleration off) on every program of the batch to its own termination."""
+def solve_cone_programs(programs: ConeProgramBatch, settings: SCSSettings | None = None,
+                        chunk: int | None = None) -> SCSResult:
+    """Run SCS (acceleration off) on every program of the batch to its own termination, ``chunk`` programs at a
+    time (default ``CPU_CHUNK`` on a CPU, all at once on a GPU)."""
     settings = settings if settings is not None else SCSSettings()
+    chunk = chunk or (CPU_CHUNK if programs.A.device.type == "cpu" else len(programs))
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk}: at least 1")
+    if len(programs) > chunk:
+        parts = [_solve_batch(programs.rows(i, i + chunk), settings) for i in range(0, len(programs), chunk)]
+        fields = [f.name for f in dataclasses.fields(SCSResult) if f.name != "solve_time"]
+        return SCSResult(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields},
+                         solve_time=sum(p.solve_time for p in parts))
+    return _solve_batch(programs, settings)
+
+
+def _solve_batch(programs: ConeProgramBatch, settings: SCSSettings) -> SCSResult:
     start_time = time.perf_counter()
     work = SCSWork(programs, settings)
     B = work.B
