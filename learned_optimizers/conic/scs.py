@@ -183,6 +183,7 @@ class SCSWork:
             sigma = torch.ones(self.B, dtype=self.dtype, device=self.device)
         self.D, self.E, self.sigma = D, E, sigma
         self.A = D.unsqueeze(2) * A * E.unsqueeze(1)
+        self._At = self.A.transpose(1, 2).contiguous()
         self.P = None if P is None else E.unsqueeze(2) * P * E.unsqueeze(1)
         self.b = sigma.unsqueeze(1) * D * b
         self.c = sigma.unsqueeze(1) * E * c
@@ -204,18 +205,20 @@ class SCSWork:
         D = torch.ones(B, m, dtype=A.dtype, device=A.device)
         E = torch.ones(B, n, dtype=A.dtype, device=A.device)
         tau_scale = torch.ones(B, dtype=A.dtype, device=A.device)
-        A, P, bt, ct = A.clone(), None if P is None else P.clone(), b.clone(), c.clone()
+        # the passes read only magnitudes, and scaling by positive factors commutes with abs exactly in floating
+        # point, so they run on |A| and |P| in place (a third of the passes over the data)
+        A, P, bt, ct = A.abs(), None if P is None else P.abs(), b.clone(), c.clone()
         row_count = (A != 0).sum(2).to(A.dtype) + 1.0  # stored entries of each row of [A b]
         col_count = (A != 0).sum(1).to(A.dtype) + 1.0
         if P is not None:
             col_count = col_count + (P != 0).sum(1).to(A.dtype)
         for k in range(NUM_RUIZ_PASSES + NUM_L2_PASSES):
             if k < NUM_RUIZ_PASSES:
-                rows = torch.maximum(A.abs().amax(dim=2), bt.abs())
+                rows = torch.maximum(A.amax(dim=2), bt.abs())
                 rows = self._cone_aggregate(rows, "max")
-                cols = torch.maximum(A.abs().amax(dim=1), ct.abs())
+                cols = torch.maximum(A.amax(dim=1), ct.abs())
                 if P is not None:
-                    cols = torch.maximum(cols, P.abs().amax(dim=1))
+                    cols = torch.maximum(cols, P.amax(dim=1))
                 Dt = 1.0 / limit_scaling(rows).sqrt()
                 Et = 1.0 / limit_scaling(cols).sqrt()
                 st = 1.0 / limit_scaling(torch.maximum(norm_inf(bt), norm_inf(ct))).sqrt()
@@ -230,9 +233,9 @@ class SCSWork:
                 Et = 1.0 / limit_scaling(cols).sqrt()
                 tau_norm = torch.maximum(bt.norm(dim=1) / math.sqrt(m), ct.norm(dim=1) / math.sqrt(n))
                 st = 1.0 / limit_scaling(tau_norm).sqrt()
-            A = Dt.unsqueeze(2) * A * Et.unsqueeze(1)
+            A.mul_(Dt.unsqueeze(2)).mul_(Et.unsqueeze(1))
             if P is not None:
-                P = Et.unsqueeze(2) * P * Et.unsqueeze(1)
+                P.mul_(Et.unsqueeze(2)).mul_(Et.unsqueeze(1))
             bt = bt * Dt * st.unsqueeze(1)
             ct = ct * Et * st.unsqueeze(1)
             D, E, tau_scale = D * Dt, E * Et, tau_scale * st
@@ -274,11 +277,25 @@ class SCSWork:
             self._r_y = torch.where(which.unsqueeze(1), r_y, self._r_y)
         self.g = torch.cat(self.solve_kkt(self.c, -self.b), dim=1)
 
+    # the products as row vectors times a matrix, (z' M')': MKL's batched product of a (1, k) row with a (k, l)
+    # matrix took a quarter of the time of the (l, k) matrix with a (k, 1) column (64 dense 100 x 100 programs, CPU)
+    def a_mv(self, x: torch.Tensor) -> torch.Tensor:
+        """A x, (B, m), on the scaled data."""
+        return torch.bmm(x.unsqueeze(1), self._At).squeeze(1)
+
+    def at_mv(self, y: torch.Tensor) -> torch.Tensor:
+        """A' y, (B, n), on the scaled data."""
+        return torch.bmm(y.unsqueeze(1), self.A).squeeze(1)
+
+    def p_mv(self, x: torch.Tensor) -> torch.Tensor:
+        """P x, (B, n) (P is symmetric); zeros for a linear program."""
+        return torch.zeros_like(x) if self.P is None else torch.bmm(x.unsqueeze(1), self.P).squeeze(1)
+
     def solve_kkt(self, r_x: torch.Tensor, r_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Solve [R_x + P, A'; A, -R_y] (x, y) = (r_x, r_y) by the Schur complement on x."""
-        rhs = r_x + (self.A.transpose(1, 2) @ (r_y / self._r_y).unsqueeze(2)).squeeze(2)
+        rhs = r_x + self.at_mv(r_y / self._r_y)
         x = solve_factored(self._chol, rhs)
-        y = ((self.A @ x.unsqueeze(2)).squeeze(2) - r_y) / self._r_y
+        y = (self.a_mv(x) - r_y) / self._r_y
         return x, y
 
     def cold_start(self) -> torch.Tensor:
@@ -328,13 +345,12 @@ class SCSWork:
         n, m = self.n, self.m
         x, y, s = u[:, :n], u[:, n:n + m], rsk[:, n:n + m]
         tau, kap = u[:, -1].abs(), rsk[:, -1].abs()
-        mv = lambda M, z: (M @ z.unsqueeze(2)).squeeze(2)  # noqa: E731
-        ax = mv(self.A, x)
+        ax = self.a_mv(x)
         ax_s = ax + s
         ax_s_btau = ax_s - self.b * tau.unsqueeze(1)
-        px = mv(self.P, x) if self.P is not None else torch.zeros_like(x)
+        px = self.p_mv(x)
         xt_p_x_tau = (px * x).sum(1)
-        aty = mv(self.A.transpose(1, 2), y)
+        aty = self.at_mv(y)
         pac = px + aty + self.c * tau.unsqueeze(1)
         bty_tau, ctx_tau = (y * self.b).sum(1), (x * self.c).sum(1)
         # unscale (identity when not normalized)
