@@ -214,8 +214,9 @@ def test_solving_in_chunks_gives_the_one_batch_results():
     single = solve_qps(qps, SETTINGS, chunk=2, dtype=torch.float32)  # the opt-in float32 form, chunked alike
     assert single.x.dtype == torch.float32 and torch.equal(single.status, whole.status)
     assert torch.allclose(single.objective.double(), whole.objective, rtol=1e-3)
-    with pytest.raises(ValueError, match="chunk=-1: at least 1"):
-        solve_qps(qps, SETTINGS, chunk=-1)
+    for bad in (0, -1):  # 0 is not "the default"
+        with pytest.raises(ValueError, match=f"chunk={bad}: at least 1"):
+            solve_qps(qps, SETTINGS, chunk=bad)
 
 
 def test_sparse_batch_from_scipy_sums_duplicates_sorts_and_pads():

@@ -13,7 +13,7 @@ import scs
 import torch
 
 from learned_optimizers.conic.programs import make_cone_family
-from learned_optimizers.conic.scs import solve_cone_programs
+from learned_optimizers.conic.scs import SCS_PACKAGE_AS_THIS_CORE, solve_cone_programs
 from learned_optimizers.fixed_point import core as fp
 from learned_optimizers.fixed_point.neural_fp import FixedPointAccelerator
 from learned_optimizers.l2o import core as l2o
@@ -72,7 +72,7 @@ def test_the_scs_core_on_the_device_matches_real_scs():
     for i in range(len(batch)):
         data, cone = batch.program(i).to_scs()
         # scs 3.3 rescales rows adaptively by default; our core implements the classic scalar scale
-        real = scs.SCS(data, cone, verbose=False, acceleration_lookback=0, adaptive_diag_scale=False).solve()
+        real = scs.SCS(data, cone, verbose=False, **SCS_PACKAGE_AS_THIS_CORE).solve()
         assert ours.labels()[i] == real["info"]["status"] == "solved"
         assert abs(int(ours.iterations[i]) - real["info"]["iter"]) <= 0.1 * real["info"]["iter"]
         assert np.linalg.norm(ours.x[i].cpu().numpy() - real["x"]) <= 1e-4 * max(1.0, np.linalg.norm(real["x"]))

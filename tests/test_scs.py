@@ -12,11 +12,11 @@ import torch
 
 from learned_optimizers.conic.cones import ConeError, ConeSpec, project_soc
 from learned_optimizers.conic.programs import ConeProgram, ConeProgramBatch, ConeProgramError, make_cone_family
-from learned_optimizers.conic.scs import SCSSettings, SCSStatus, SCSWork, solve_cone_programs
+from learned_optimizers.conic.scs import SCS_PACKAGE_AS_THIS_CORE, SCSSettings, SCSStatus, SCSWork, solve_cone_programs
 from learned_optimizers.families import make_map
 
 # scs 3.3 rescales rows adaptively by default; our solver implements the classic scalar scale
-SAME_SETTINGS = {"acceleration_lookback": 0, "adaptive_diag_scale": False}
+SAME_SETTINGS = SCS_PACKAGE_AS_THIS_CORE
 
 
 def _real(program: ConeProgram, **settings):
@@ -193,8 +193,9 @@ def test_a_batch_solved_in_chunks_is_the_batch_solved_at_once():
         assert torch.equal(getattr(whole, name), getattr(chunked, name)), name
     torch.testing.assert_close(chunked.pobj, whole.pobj, rtol=1e-12, atol=0)  # a batched reduction's last bits
     assert torch.equal(chunked.x[4], solve_cone_programs(batch.rows(4, 5)).x[0])
-    with pytest.raises(ValueError, match="chunk=-1: at least 1"):
-        solve_cone_programs(batch, chunk=-1)
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=f"chunk={bad}: at least 1"):
+            solve_cone_programs(batch, chunk=bad)
 
 
 def test_scs_map_is_one_scs_step_and_terminates_like_scs():

@@ -40,7 +40,7 @@ from agents.common.tables import format_table
 from agents.common.statistics import reach_statistics, shifted_geometric_mean
 from learned_optimizers.conic.maps import SCSMap
 from learned_optimizers.conic.programs import ConeProgram
-from learned_optimizers.conic.scs import SCSSettings, SCSStatus, solve_cone_programs, solved_test
+from learned_optimizers.conic.scs import SCS_PACKAGE_AS_THIS_CORE, SCSSettings, SCSStatus, solve_cone_programs, solved_test
 from learned_optimizers.fixed_point import core as fp
 
 SCS_EPS = (1e-4, 1e-6)
@@ -188,7 +188,7 @@ def scs_benchmark(family: str, base_map: SCSMap, x: torch.Tensor, learned: list[
     agree_status, agree_iters, max_dev = 0, 0, 0.0
     for i, p in enumerate(programs):
         data, cone = p.to_scs()
-        info = scs.SCS(data, cone, verbose=False, acceleration_lookback=0, adaptive_diag_scale=False).solve()["info"]
+        info = scs.SCS(data, cone, verbose=False, **SCS_PACKAGE_AS_THIS_CORE).solve()["info"]
         agree_status += info["status"] == SCSStatus(int(ours.status[i])).label
         mine = int(ours.iterations[i])
         agree_iters += abs(mine - info["iter"]) <= 0.1 * max(info["iter"], 1)

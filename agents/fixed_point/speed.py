@@ -18,7 +18,7 @@ import torch
 from agents.common.speed import SpeedRow, SpeedSettings, interleaved_medians
 from agents.fixed_point.agent import HELDOUT_SEED, anderson_settings, heldout_fixed_point_contexts
 from learned_optimizers.conic.programs import make_cone_family
-from learned_optimizers.conic.scs import SCSSettings, solve_cone_programs
+from learned_optimizers.conic.scs import SCS_PACKAGE_AS_THIS_CORE, SCSSettings, solve_cone_programs
 from learned_optimizers.fixed_point import core as fp
 from learned_optimizers.fixed_point.neural_fp import FixedPointAccelerator
 
@@ -30,8 +30,6 @@ MAX_STEPS = 100
 
 #: the cone programs of the SCS rows: Lasso in SCS's form at the scs-lasso fixed-point family's size
 SCS_FAMILY = ("lasso", {"features": 50, "samples": 100})
-#: real scs run as our core runs: no Anderson acceleration, one scalar scale (scs 3.3 rescales rows by default)
-SCS_AS_OUR_CORE = {"acceleration_lookback": 0, "adaptive_diag_scale": False}
 
 
 def fixed_point_speed_rows(settings: SpeedSettings, progress=print) -> list[SpeedRow]:
@@ -81,7 +79,7 @@ def scs_core_speed_rows(settings: SpeedSettings, progress=print) -> list[SpeedRo
         timed = interleaved_medians({
             "core": lambda: solve_cone_programs(programs, core_settings),
             "scs": lambda: [scs.SCS(data, cone, verbose=False, eps_abs=core_settings.eps_abs, eps_rel=core_settings.eps_rel,
-                                    **SCS_AS_OUR_CORE).solve()["info"] for data, cone in peer_data],
+                                    **SCS_PACKAGE_AS_THIS_CORE).solve()["info"] for data, cone in peer_data],
         }, settings.device, settings.repeats, cold=("scs",))
         (seconds, ours), (peer_seconds, peer) = timed["core"], timed["scs"]
         n_timed, labels = len(peer), ours.labels()

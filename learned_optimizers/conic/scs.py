@@ -24,8 +24,9 @@ acceleration off:
   checks (measured on scs 3.3.1: it reports them one check after they hold).
 
 Not implemented: scs 3.3's per-row diagonal rescaling (``adaptive_diag_scale``,
-on by default there). Compare with ``scs`` run with it off for step-by-step
-agreement; the benchmarks also report scs with its defaults.
+on by default there). Compare with ``scs`` run with ``SCS_PACKAGE_AS_THIS_CORE``
+(that off, and its Anderson acceleration off) for step-by-step agreement; the
+benchmarks also report scs with its defaults.
 
 Each problem keeps its own scale, status and iteration count; finished
 problems are frozen by masks, there is no per-problem Python loop.
@@ -35,7 +36,6 @@ on (``learned_optimizers.problems.fixed_point`` wraps it as a map family).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -44,6 +44,7 @@ from enum import IntEnum
 import numpy as np
 import torch
 
+from learned_optimizers.common.chunks import chunk_size, solve_in_chunks
 from learned_optimizers.common.linalg import factor_reduced_kkt, limit_scaling, norm_inf, solve_factored
 from learned_optimizers.common.settings import setting, validate
 from learned_optimizers.common.timing import synchronize
@@ -434,6 +435,10 @@ def _finalize(work: SCSWork, r: Residuals, status: torch.Tensor) -> tuple[torch.
     return x, y, s, pobj, dobj
 
 
+#: the real ``scs`` package's settings under which it runs this core's algorithm (no Anderson acceleration, one
+#: scalar scale): the reproduction tests, the bench and the speed rows compare with scs so
+SCS_PACKAGE_AS_THIS_CORE = {"acceleration_lookback": 0, "adaptive_diag_scale": False}
+
 #: on a CPU, programs solved together at most (as the QP core's ``CPU_CHUNK``): one chunk's dense data then stays in
 #: the cache (measured on Lasso cone programs, n = 100, 2 cores: 10.1 ms per program in one batch of 4096; in
 #: chunks of 256 / 128 / 64 / 32, 3.2 / 2.5-2.7 / 2.25 / 2.3 ms)
@@ -446,15 +451,11 @@ def solve_cone_programs(programs: ConeProgramBatch, settings: SCSSettings | None
     """Run SCS (acceleration off) on every program of the batch to its own termination, ``chunk`` programs at a
     time (default ``CPU_CHUNK`` on a CPU, all at once on a GPU)."""
     settings = settings if settings is not None else SCSSettings()
-    chunk = chunk or (CPU_CHUNK if programs.A.device.type == "cpu" else len(programs))
-    if chunk < 1:
-        raise ValueError(f"chunk={chunk}: at least 1")
-    if len(programs) > chunk:
-        parts = [_solve_batch(programs.rows(i, i + chunk), settings) for i in range(0, len(programs), chunk)]
-        fields = [f.name for f in dataclasses.fields(SCSResult) if f.name != "solve_time"]
-        return SCSResult(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields},
-                         solve_time=sum(p.solve_time for p in parts))
-    return _solve_batch(programs, settings)
+    chunk = chunk_size(chunk, len(programs), programs.A.device, CPU_CHUNK)
+    if len(programs) <= chunk:
+        return _solve_batch(programs, settings)
+    return solve_in_chunks(len(programs), chunk, lambda i, j: _solve_batch(programs.rows(i, j), settings),
+                           summed=("solve_time",))
 
 
 def _solve_batch(programs: ConeProgramBatch, settings: SCSSettings) -> SCSResult:

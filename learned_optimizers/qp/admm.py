@@ -16,7 +16,6 @@ Two ways in:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -24,6 +23,7 @@ from typing import Callable, Literal
 
 import torch
 
+from learned_optimizers.common.chunks import chunk_size, solve_in_chunks
 from learned_optimizers.common.linalg import (
     BatchMatrix,
     DenseCholesky,
@@ -593,19 +593,14 @@ def in_chunks(problems: list[QP] | QPBatch | QP, device: torch.device, solve: Ca
     padded to the largest problem of the list so that the results concatenate as one batch's would."""
     if isinstance(problems, (QP, QPBatch)):
         return solve([problems] if isinstance(problems, QP) else problems)
-    chunk = chunk or (CPU_CHUNK if device.type == "cpu" else len(problems))
-    if chunk < 1:
-        raise ValueError(f"chunk={chunk}: at least 1")
+    chunk = chunk_size(chunk, len(problems), device, CPU_CHUNK)
     if len(problems) <= chunk:
         return solve(problems)
     n = max(p.n for p in problems)
     m = max(max(p.m for p in problems), 1)
-    parts = [solve(QPBatch.from_qps(problems[i:i + chunk], device, dtype, n=n, m=m))
-             for i in range(0, len(problems), chunk)]
-    fields = {f.name for f in dataclasses.fields(parts[0])} - {"setup_seconds", "solve_seconds"}
-    return type(parts[0])(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields},
-                          setup_seconds=sum(p.setup_seconds for p in parts),
-                          solve_seconds=sum(p.solve_seconds for p in parts))
+    return solve_in_chunks(len(problems), chunk,
+                           lambda i, j: solve(QPBatch.from_qps(problems[i:j], device, dtype, n=n, m=m)),
+                           summed=("setup_seconds", "solve_seconds"))
 
 
 def solve_qps(problems: list[QP], settings: OSQPSettings | None = None, device: torch.device | str = "cpu",
